@@ -1,0 +1,234 @@
+"""From an array to (header, payload) and back: the layout policy of zarray.
+
+Sending
+    * C- or Fortran-contiguous arrays go as they are: the payload is the array's own
+      memory, the strides are the array's own (Fortran data is not transposed).
+    * Other strided views (slices, reversed or transposed views, broadcasts with zero
+      strides) go as the smallest block of memory that holds every element, with the
+      array's strides and the offset of its first element in that block, as long as
+      that block is at most ``SPAN_OVERHEAD`` larger than the array's data
+      (``arr.nbytes``). A broadcast view therefore sends only its distinct data.
+    * Anything sparser (``a[::2]``, ``a[:, ::3]``, a small window of a big image) is
+      copied once into a compact array in the same memory order (``order="K"``) and
+      that copy is sent.
+    * Zero-size arrays send an empty payload and C-order strides.
+
+Receiving
+    The array is a view of the received frame, unless (a) ``copy=True`` was asked for,
+    or (b) the frame's address is misaligned for the dtype (libzmq gives no alignment
+    guarantee), in which case the payload is copied once into a 64-byte aligned buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from zarray._codec import pack, unpack
+from zarray._dtypes import decode_dtype, encode_dtype
+from zarray.errors import HeaderError, UnsupportedArrayError
+
+__all__ = ["SPAN_OVERHEAD", "Header", "pack_header", "prepare", "rebuild", "unpack_header"]
+
+#: A strided view is sent as its memory span when the span is at most this much
+#: larger than the data (0.25 = 25 %); otherwise it is compacted first.
+SPAN_OVERHEAD = 0.25
+
+_ALIGN = 64
+
+
+class Header(NamedTuple):
+    """A parsed header, as returned by :func:`zarray.unpack_header`."""
+
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    offset: int
+    nbytes: int
+    writeable: bool
+
+
+def prepare(A: Any) -> tuple[bytes, Any]:
+    """Return ``(header, payload)`` for an array; ``payload`` has the buffer protocol.
+
+    Raises UnsupportedArrayError before anything could have been sent.
+    """
+    if not isinstance(A, np.ndarray):
+        raise UnsupportedArrayError(
+            f"expected a numpy.ndarray, got {type(A).__name__}; convert with numpy.asarray()"
+        )
+    if isinstance(A, np.ma.MaskedArray):
+        raise UnsupportedArrayError(
+            "masked arrays are not supported (the mask would be lost); send .data and "
+            ".mask as two arrays"
+        )
+    descr, structured, itemsize, buffer_ok = encode_dtype(A.dtype)
+    flags = A.flags
+    readonly = not flags.writeable
+    if flags.c_contiguous or flags.f_contiguous:
+        nbytes = A.nbytes
+        if nbytes == 0:
+            return _empty(A, descr, structured, itemsize, readonly)
+        header = pack(descr, structured, itemsize, A.shape, A.strides, 0, nbytes, readonly)
+        return header, (A if buffer_ok else _byte_view(A, 0, nbytes))
+    if A.size == 0:
+        return _empty(A, descr, structured, itemsize, readonly)
+    shape, strides = A.shape, A.strides
+    lo = hi = 0
+    for n, s in zip(shape, strides):
+        if s < 0:
+            lo += (n - 1) * s
+        else:
+            hi += (n - 1) * s
+    span = hi - lo + itemsize
+    if span <= A.nbytes * (1 + SPAN_OVERHEAD):
+        header = pack(descr, structured, itemsize, shape, strides, -lo, span, readonly)
+        return header, _byte_view(A, lo, span)
+    compact = A.copy(order="K")
+    if readonly:
+        compact.flags.writeable = False
+    return prepare(compact)
+
+
+def _empty(
+    A: np.ndarray[Any, Any], descr: bytes, structured: bool, itemsize: int, readonly: bool
+) -> tuple[bytes, bytes]:
+    strides = []
+    step = itemsize
+    for n in reversed(A.shape):
+        strides.append(step)
+        step *= max(n, 1)
+    header = pack(descr, structured, itemsize, A.shape, tuple(reversed(strides)), 0, 0, readonly)
+    return header, b""
+
+
+class _Span:
+    """Exposes a block of another array's memory as bytes, keeping that array alive."""
+
+    def __init__(self, owner: np.ndarray[Any, Any], address: int, size: int) -> None:
+        self.owner = owner
+        self.__array_interface__ = {
+            "data": (address, not owner.flags.writeable),
+            "shape": (size,),
+            "typestr": "|u1",
+            "version": 3,
+        }
+
+
+def _byte_view(A: np.ndarray[Any, Any], start: int, size: int) -> np.ndarray[Any, Any]:
+    """A uint8 view of ``size`` bytes of A's memory, from ``start`` bytes past A[0, ..., 0].
+
+    Used for strided spans and for dtypes numpy will not export through the buffer
+    protocol (datetime64, timedelta64). No data is copied.
+    """
+    address = A.__array_interface__["data"][0] + start
+    return np.asarray(_Span(A, address, size))
+
+
+def _address(a: np.ndarray[Any, Any]) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
+def _aligned_bytes(size: int) -> np.ndarray[Any, Any]:
+    """A fresh uint8 array of ``size`` bytes starting on a 64-byte boundary."""
+    raw = np.empty(size + _ALIGN, np.uint8)
+    start = -_address(raw) % _ALIGN
+    return raw[start : start + size]
+
+
+def _owned_copy(
+    payload: Any,
+    dt: np.dtype[Any],
+    shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    offset: int,
+    nbytes: int,
+) -> np.ndarray[Any, Any]:
+    """Copy the payload exactly once into memory that the result owns (or is a view of)."""
+    src = np.frombuffer(payload, np.uint8) if nbytes else None
+    if offset == 0 and nbytes == dt.itemsize * int(np.prod(shape, dtype=np.int64)):
+        for order in ("C", "F"):
+            out = np.empty(shape, dt, order=order)
+            if out.strides == strides or out.ndim == 0:
+                if nbytes:
+                    flat = out.T if order == "F" else out
+                    np.copyto(flat.reshape(-1).view(np.uint8), src)
+                return out
+    buf = _aligned_bytes(nbytes)
+    if nbytes:
+        np.copyto(buf, src)
+    return np.ndarray(shape, dt, buf, offset, strides)
+
+
+def rebuild(fields: tuple[Any, ...], payload: Any, copy: bool = False) -> np.ndarray[Any, Any]:
+    """Build the array described by parsed header ``fields`` on top of ``payload``.
+
+    ``payload`` is any object with the buffer protocol (a zmq.Frame, bytes, ...). The
+    result views it unless ``copy`` is true or the payload is misaligned for the dtype.
+    """
+    descr, structured, itemsize, shape, strides, offset, nbytes, readonly = fields
+    dt = decode_dtype(descr, structured, itemsize)
+    size = len(payload)
+    if size != nbytes:
+        raise HeaderError(f"payload is {size} bytes, but the header says {nbytes}")
+    if copy:
+        A = _owned_copy(payload, dt, shape, strides, offset, nbytes)
+    else:
+        A = np.ndarray(shape, dt, payload, offset, strides)
+        if dt.alignment > 1 and not A.flags.aligned:
+            # libzmq places frames wherever its allocator or its receive buffer put
+            # them (e.g. 2 mod 8 for small frames); numpy code may assume alignment.
+            A = _owned_copy(payload, dt, shape, strides, offset, nbytes)
+    if readonly:
+        A.flags.writeable = False
+    return A
+
+
+def pack_header(A: Any) -> bytes:
+    """Return the header frame that :func:`zarray.send_array` would send for ``A``.
+
+    Parameters
+    ----------
+    A : numpy.ndarray
+        The array to describe.
+
+    Returns
+    -------
+    bytes
+        The header frame (see docs/FORMAT.md).
+
+    Raises
+    ------
+    UnsupportedArrayError
+        If ``A`` is not an array zarray can send (object dtype, StringDType, ...).
+
+    Notes
+    -----
+    For a strided view that is too sparse to send as its memory span, this makes the
+    same compact copy that :func:`send_array` would make, and describes that copy.
+    """
+    return prepare(A)[0]
+
+
+def unpack_header(buf: Any) -> Header:
+    """Parse a header frame.
+
+    Parameters
+    ----------
+    buf : bytes-like
+        The header frame (bytes, memoryview, zmq.Frame, ...).
+
+    Returns
+    -------
+    Header
+        A named tuple ``(dtype, shape, strides, offset, nbytes, writeable)``.
+
+    Raises
+    ------
+    HeaderError
+        If the bytes are not a valid zarray header of a supported version.
+    """
+    descr, structured, itemsize, shape, strides, offset, nbytes, readonly = unpack(buf)
+    dt = decode_dtype(descr, structured, itemsize)
+    return Header(dt, shape, strides, offset, nbytes, not readonly)

@@ -1,0 +1,39 @@
+"""Choose the header codec: the compiled extension, or its pure-Python twin.
+
+The twin is used when ``ZARRAY_PUREPYTHON=1`` is set or the extension cannot be
+imported. In a source checkout where the extension was never built, say so loudly,
+because everything then runs several times slower than it should.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+IMPLEMENTATION: str
+
+if os.environ.get("ZARRAY_PUREPYTHON", "") not in ("", "0"):
+    from zarray._header_py import pack, unpack
+
+    IMPLEMENTATION = "python"
+else:
+    try:
+        from zarray._header import pack, unpack  # type: ignore[no-redef]
+
+        IMPLEMENTATION = "cython"
+    except ImportError as _exc:
+        from zarray._header_py import pack, unpack
+
+        IMPLEMENTATION = "python"
+        if (Path(__file__).parent / "_header.pyx").exists():
+            warnings.warn(
+                "zarray's compiled header codec is not built in this source checkout "
+                f"({_exc}); falling back to the slower pure-Python codec. Build it with "
+                "`pip install -e .` (or `python setup.py build_ext --inplace`), or set "
+                "ZARRAY_PUREPYTHON=1 to silence this warning.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+__all__ = ["IMPLEMENTATION", "pack", "unpack"]

@@ -1,0 +1,244 @@
+"""Dtype descriptors: numpy dtype <-> the bytes carried in a header (docs/FORMAT.md).
+
+A simple dtype travels as its exact type string (``dtype.str``: byte order, kind,
+itemsize and, for datetimes, the unit), checked against a strict pattern before numpy
+sees it. A structured dtype travels as a small JSON document listing names, formats,
+offsets, titles, itemsize and the aligned flag, nested as needed. Neither form is ever
+evaluated or unpickled; numpy only receives type strings that passed the pattern and
+plain lists, dicts and ints.
+
+Both directions are cached, because the same few dtypes go by on every message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+
+from zarray.errors import HeaderError, UnsupportedArrayError
+
+__all__ = ["EncodedDtype", "decode_dtype", "encode_dtype"]
+
+# Byte order, kind, itemsize; datetimes may carry a [unit] or [multiple unit].
+_TYPESTR = re.compile(
+    r"(?:[<>|][biufcSUV][0-9]{1,10}|[<>][mM]8(?:\[[0-9]{0,10}(?:Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as)\])?)"
+)
+_MAX_DEPTH = 32
+_CACHE_LIMIT = 1024
+
+# (descriptor bytes, structured?, itemsize, buffer protocol works?)
+EncodedDtype = tuple[bytes, bool, int, bool]
+_encode_cache: dict[np.dtype[Any], EncodedDtype] = {}
+_decode_cache: dict[tuple[bytes, bool], np.dtype[Any]] = {}
+
+
+def encode_dtype(dt: np.dtype[Any]) -> EncodedDtype:
+    """Return ``(descriptor, structured, itemsize, buffer_ok)`` for a dtype.
+
+    Raises
+    ------
+    UnsupportedArrayError
+        For object dtypes, dtypes holding objects, StringDType and any other dtype
+        that has no exact type string or structured description.
+    """
+    enc = _encode_cache.get(dt)
+    if enc is not None:
+        return enc
+    if dt.kind == "T":
+        raise UnsupportedArrayError(
+            "numpy's StringDType keeps its strings outside the array buffer, so zarray "
+            "cannot send it; convert with arr.astype('U') first"
+        )
+    if dt.hasobject:
+        raise UnsupportedArrayError(
+            f"dtype {dt} holds Python objects; zarray sends raw memory and never pickles"
+        )
+    if dt.fields is not None:
+        if dt.kind != "V":
+            raise UnsupportedArrayError(
+                f"dtype {dt!r} is a {dt.type.__name__} with fields; only void structured "
+                "dtypes can be sent"
+            )
+        text = json.dumps(
+            _describe_struct(dt, 0), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+        enc = (text.encode("utf-8"), True, dt.itemsize, _buffer_ok(dt))
+    else:
+        _check_simple(dt)
+        enc = (dt.str.encode("ascii"), False, dt.itemsize, _buffer_ok(dt))
+    if len(_encode_cache) >= _CACHE_LIMIT:
+        _encode_cache.clear()
+    _encode_cache[dt] = enc
+    return enc
+
+
+def decode_dtype(descr: bytes, structured: bool, itemsize: int) -> np.dtype[Any]:
+    """Rebuild the dtype described by a header, or raise ``HeaderError``."""
+    key = (descr, structured)
+    dt = _decode_cache.get(key)
+    if dt is None:
+        dt = _decode_uncached(descr, structured)
+        if len(_decode_cache) >= _CACHE_LIMIT:
+            # A peer sending endless distinct dtypes must not grow memory without bound.
+            _decode_cache.clear()
+        _decode_cache[key] = dt
+    if dt.itemsize != itemsize:
+        raise HeaderError(f"dtype {dt} has itemsize {dt.itemsize}, but the header says {itemsize}")
+    return dt
+
+
+def _check_simple(dt: np.dtype[Any]) -> None:
+    s = dt.str
+    if dt.kind not in "biufcmMSUV" or not _TYPESTR.fullmatch(s):
+        raise UnsupportedArrayError(f"dtype {dt!r} (type string {s!r}) cannot be sent by zarray")
+    if dt.subdtype is not None or np.dtype(s) != dt:
+        raise UnsupportedArrayError(f"dtype {dt!r} is not described exactly by {s!r}")
+
+
+def _buffer_ok(dt: np.dtype[Any]) -> bool:
+    # numpy refuses to export datetime64/timedelta64 (also inside records) through
+    # the buffer protocol; such arrays are sent through a raw byte view instead.
+    try:
+        memoryview(np.empty(1, dt))
+    except (ValueError, TypeError, BufferError):
+        return False
+    return True
+
+
+def _describe_format(dt: np.dtype[Any], depth: int) -> Any:
+    if depth > _MAX_DEPTH:
+        raise UnsupportedArrayError(f"dtype nesting deeper than {_MAX_DEPTH} levels")
+    if dt.subdtype is not None:
+        base, shape = dt.subdtype
+        return {"base": _describe_format(base, depth + 1), "shape": list(shape)}
+    if dt.fields is not None:
+        return _describe_struct(dt, depth + 1)
+    _check_simple(dt)
+    return dt.str
+
+
+def _describe_struct(dt: np.dtype[Any], depth: int) -> dict[str, Any]:
+    names = list(dt.names or ())
+    fields = dt.fields or {}
+    formats, offsets, titles = [], [], []
+    for name in names:
+        spec = fields[name]
+        formats.append(_describe_format(spec[0], depth))
+        offsets.append(spec[1])
+        title = spec[2] if len(spec) > 2 else None
+        if title is not None and not isinstance(title, str):
+            raise UnsupportedArrayError(
+                f"field {name!r} has a title of type {type(title).__name__}; only str titles "
+                "can be sent"
+            )
+        titles.append(title)
+    out: dict[str, Any] = {
+        "names": names,
+        "formats": formats,
+        "offsets": offsets,
+        "itemsize": dt.itemsize,
+    }
+    if any(t is not None for t in titles):
+        out["titles"] = titles
+    if dt.isalignedstruct:
+        out["aligned"] = True
+    return out
+
+
+def _decode_uncached(descr: bytes, structured: bool) -> np.dtype[Any]:
+    if not structured:
+        try:
+            text = descr.decode("ascii")
+        except UnicodeDecodeError:
+            raise HeaderError(f"dtype type string {descr[:40]!r} is not ASCII") from None
+        if not _TYPESTR.fullmatch(text):
+            raise HeaderError(f"invalid dtype type string {text[:40]!r}")
+        try:
+            return np.dtype(text)
+        except (TypeError, ValueError) as exc:
+            raise HeaderError(f"invalid dtype type string {text!r}: {exc}") from None
+    try:
+        doc = json.loads(descr.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise HeaderError(f"structured dtype descriptor is not valid JSON: {exc}") from None
+    spec = _struct_spec(doc, 0)
+    try:
+        dt = np.dtype(spec, align=bool(doc.get("aligned", False)))
+    except (TypeError, ValueError, OverflowError, KeyError, IndexError) as exc:
+        raise HeaderError(f"structured dtype descriptor rejected by numpy: {exc}") from None
+    if dt.hasobject:  # unreachable with checked type strings; kept as a last guard
+        raise HeaderError("structured dtype descriptor describes Python objects")
+    return dt
+
+
+def _struct_spec(doc: Any, depth: int) -> dict[str, Any]:
+    """Validate one JSON record description and turn it into numpy's dict form."""
+    if depth > _MAX_DEPTH:
+        raise HeaderError(f"structured dtype nested deeper than {_MAX_DEPTH} levels")
+    if not isinstance(doc, dict):
+        raise HeaderError("structured dtype descriptor must be a JSON object")
+    allowed = {"names", "formats", "offsets", "itemsize", "titles", "aligned"}
+    extra = set(doc) - allowed
+    if extra:
+        raise HeaderError(f"unknown keys in structured dtype descriptor: {sorted(extra)}")
+    names, formats, offsets = doc.get("names"), doc.get("formats"), doc.get("offsets")
+    itemsize, titles = doc.get("itemsize"), doc.get("titles")
+    if not (isinstance(names, list) and isinstance(formats, list) and isinstance(offsets, list)):
+        raise HeaderError("structured dtype descriptor needs lists of names, formats, offsets")
+    if not (len(names) == len(formats) == len(offsets)):
+        raise HeaderError("structured dtype descriptor lists differ in length")
+    if not all(isinstance(n, str) for n in names):
+        raise HeaderError("structured dtype field names must be strings")
+    if not all(_is_int(o) and o >= 0 for o in offsets):
+        raise HeaderError("structured dtype offsets must be non-negative integers")
+    if not (_is_int(itemsize) and itemsize >= 0):
+        raise HeaderError("structured dtype itemsize must be a non-negative integer")
+    if not isinstance(doc.get("aligned", False), bool):
+        raise HeaderError("structured dtype 'aligned' must be a boolean")
+    spec: dict[str, Any] = {
+        "names": names,
+        "formats": [_format_spec(f, depth) for f in formats],
+        "offsets": offsets,
+        "itemsize": itemsize,
+    }
+    if titles is not None:
+        if not (
+            isinstance(titles, list)
+            and len(titles) == len(names)
+            and all(t is None or isinstance(t, str) for t in titles)
+        ):
+            raise HeaderError("structured dtype titles must be a list of strings or nulls")
+        spec["titles"] = titles
+    return spec
+
+
+def _format_spec(fmt: Any, depth: int) -> Any:
+    if isinstance(fmt, str):
+        if not _TYPESTR.fullmatch(fmt):
+            raise HeaderError(f"invalid field type string {fmt[:40]!r}")
+        return fmt
+    if isinstance(fmt, dict) and "base" in fmt:
+        if set(fmt) != {"base", "shape"}:
+            raise HeaderError("subarray descriptor needs exactly 'base' and 'shape'")
+        shape = fmt["shape"]
+        if not (
+            isinstance(shape, list)
+            and 0 < len(shape) <= 64
+            and all(_is_int(n) and 0 <= n < 2**31 for n in shape)
+        ):
+            raise HeaderError(f"invalid subarray shape {str(shape)[:60]}")
+        return (_format_spec(fmt["base"], depth + 1), tuple(shape))
+    if isinstance(fmt, dict):
+        sub = _struct_spec(fmt, depth + 1)
+        try:
+            return np.dtype(sub, align=bool(fmt.get("aligned", False)))
+        except (TypeError, ValueError, OverflowError, KeyError, IndexError) as exc:
+            raise HeaderError(f"nested structured dtype rejected by numpy: {exc}") from None
+    raise HeaderError(f"invalid field format {str(fmt)[:60]}")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)

@@ -1,0 +1,248 @@
+# cython: language_level=3
+# cython: embedsignature=True
+# cython: freethreading_compatible=True
+"""Pack and parse zarray header frames (wire format version 1, see docs/FORMAT.md).
+
+This module only turns header fields into bytes and bytes back into fields. It knows
+nothing of sockets or of numpy: the dtype descriptor is an opaque byte string here,
+built and read by ``zarray._dtypes``. ``zarray._header_py`` is its pure-Python twin;
+the two must produce identical bytes and raise the same errors with the same text.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport int64_t, uint8_t, uint64_t, INT64_MAX, INT64_MIN
+from libc.string cimport memcmp, memcpy
+
+from zarray.errors import HeaderError
+
+MAGIC = b"\x93ZAR"
+VERSION = 1
+MAX_NDIM = 64
+MAX_DESCR = 65535
+FIXED_SIZE = 40
+DESCR_TYPESTR = 0
+DESCR_STRUCT = 1
+
+cdef enum:
+    _FIXED = 40
+    _MAX_NDIM = 64
+    _MAX_DESCR = 65535
+    _VERSION = 1
+    _FLAG_READONLY = 1
+
+cdef const char* _MAGIC = b"\x93ZAR"
+
+
+# Fields are written byte by byte so the header is little-endian on every host; gcc
+# turns these loops into single moves on little-endian machines.
+cdef inline void _put_u64(uint8_t* p, uint64_t v) noexcept nogil:
+    cdef int i
+    for i in range(8):
+        p[i] = <uint8_t>(v >> (8 * i))
+
+
+cdef inline uint64_t _get_u64(const uint8_t* p) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(8):
+        v |= (<uint64_t>p[i]) << (8 * i)
+    return v
+
+
+cdef int _check_geometry(int ndim, const int64_t* shape, const int64_t* strides,
+                         uint64_t itemsize, uint64_t offset, uint64_t nbytes) except -1:
+    """Check that the described array lies inside a payload of ``nbytes`` bytes.
+
+    Works on unsigned 64-bit values and compares before every multiplication or
+    addition, so no hostile value can overflow it.
+    """
+    cdef int i
+    cdef uint64_t total = itemsize if itemsize > 0 else 1
+    cdef uint64_t n, step, ext, lo, hi
+    cdef bint empty = False
+    if nbytes > <uint64_t>INT64_MAX:
+        raise HeaderError(f"payload length {nbytes} exceeds the maximum of {INT64_MAX}")
+    if itemsize > <uint64_t>INT64_MAX:
+        raise HeaderError(f"itemsize {itemsize} exceeds the maximum of {INT64_MAX}")
+    for i in range(ndim):
+        if shape[i] < 0:
+            raise HeaderError(f"negative dimension {shape[i]} on axis {i}")
+    for i in range(ndim):
+        n = <uint64_t>shape[i]
+        if n == 0:
+            empty = True
+            continue
+        if total > <uint64_t>INT64_MAX // n:
+            dims = tuple([shape[j] for j in range(ndim)])
+            raise HeaderError(
+                f"shape {dims} with itemsize {itemsize} overflows a 64-bit byte count")
+        total *= n
+    if offset > nbytes:
+        raise HeaderError(f"offset {offset} lies past the payload length {nbytes}")
+    if empty:
+        return 0
+    if itemsize > nbytes - offset:
+        raise HeaderError(
+            f"first element (offset {offset}, itemsize {itemsize}) reaches past "
+            f"the payload length {nbytes}")
+    lo = offset
+    hi = offset + itemsize
+    for i in range(ndim):
+        n = <uint64_t>shape[i]
+        if n <= 1 or strides[i] == 0:
+            continue
+        if strides[i] == INT64_MIN:
+            raise HeaderError(f"stride {strides[i]} on axis {i} reaches outside the payload")
+        step = <uint64_t>(strides[i] if strides[i] > 0 else -strides[i])
+        if n - 1 > nbytes // step:
+            raise HeaderError(f"stride {strides[i]} on axis {i} reaches outside the payload")
+        ext = (n - 1) * step
+        if strides[i] < 0:
+            if ext > lo:
+                raise HeaderError(
+                    f"stride {strides[i]} on axis {i} reaches before the payload start")
+            lo -= ext
+        else:
+            if ext > nbytes - hi:
+                raise HeaderError(
+                    f"stride {strides[i]} on axis {i} reaches past the payload end")
+            hi += ext
+    return 0
+
+
+def pack(bytes descr, bint structured, itemsize, tuple shape, tuple strides,
+         offset, nbytes, bint readonly):
+    """Return the header frame for the given fields.
+
+    The fields are checked exactly as ``unpack`` checks them, so a header that this
+    function returns is always one the receiver accepts.
+    """
+    cdef Py_ssize_t ndim = PyTuple_GET_SIZE(shape)
+    cdef Py_ssize_t ld = PyBytes_GET_SIZE(descr)
+    cdef int64_t c_shape[_MAX_NDIM]
+    cdef int64_t c_strides[_MAX_NDIM]
+    cdef uint64_t c_itemsize, c_offset, c_nbytes
+    cdef Py_ssize_t i, size
+    cdef uint8_t* p
+    if ndim > _MAX_NDIM:
+        raise HeaderError(f"ndim {ndim} exceeds the maximum of {_MAX_NDIM}")
+    if PyTuple_GET_SIZE(strides) != ndim:
+        raise HeaderError(f"{PyTuple_GET_SIZE(strides)} strides given for {ndim} dimensions")
+    if ld > _MAX_DESCR:
+        raise HeaderError(f"dtype descriptor of {ld} bytes exceeds the maximum of {_MAX_DESCR}")
+    try:
+        c_itemsize = itemsize
+        c_offset = offset
+        c_nbytes = nbytes
+        for i in range(ndim):
+            c_shape[i] = shape[i]
+            c_strides[i] = strides[i]
+    except OverflowError:
+        # Let the twin name the offending field, so both raise the same message.
+        from zarray._header_py import pack as py_pack
+        py_pack(descr, structured, itemsize, shape, strides, offset, nbytes, readonly)
+        raise  # unreachable: the twin raises HeaderError for any out-of-range field
+    _check_geometry(<int>ndim, c_shape, c_strides, c_itemsize, c_offset, c_nbytes)
+
+    size = _FIXED + 16 * ndim + ld
+    out = PyBytes_FromStringAndSize(NULL, size)
+    p = <uint8_t*>PyBytes_AS_STRING(out)
+    memcpy(p, _MAGIC, 4)
+    p[4] = _VERSION
+    p[5] = _FLAG_READONLY if readonly else 0
+    p[6] = 0  # codec: none
+    p[7] = 0  # payload kind: next frame
+    p[8] = <uint8_t>ndim
+    p[9] = 1 if structured else 0
+    p[10] = <uint8_t>(ld & 0xFF)
+    p[11] = <uint8_t>(ld >> 8)
+    p[12] = p[13] = p[14] = p[15] = 0
+    _put_u64(p + 16, c_itemsize)
+    _put_u64(p + 24, c_offset)
+    _put_u64(p + 32, c_nbytes)
+    for i in range(ndim):
+        _put_u64(p + _FIXED + 8 * i, <uint64_t>c_shape[i])
+        _put_u64(p + _FIXED + 8 * (ndim + i), <uint64_t>c_strides[i])
+    memcpy(p + _FIXED + 16 * ndim, PyBytes_AS_STRING(descr), ld)
+    return out
+
+
+cdef tuple _parse(const uint8_t* p, Py_ssize_t n):
+    cdef int ndim, i
+    cdef Py_ssize_t ld, need
+    cdef int64_t c_shape[_MAX_NDIM]
+    cdef int64_t c_strides[_MAX_NDIM]
+    cdef uint64_t itemsize, offset, nbytes
+    cdef object v
+    if n < 4 or memcmp(p, _MAGIC, 4) != 0:
+        raise HeaderError(
+            f"not a zarray header: bad magic {(<const char*>p)[:min(n, 4)]!r} (expected {MAGIC!r})")
+    if n < _FIXED:
+        raise HeaderError(f"header truncated: {n} bytes, the fixed part alone is {_FIXED}")
+    if p[4] != _VERSION:
+        raise HeaderError(
+            f"unsupported header version {p[4]} (this zarray reads version {_VERSION})")
+    if p[5] & ~_FLAG_READONLY:
+        raise HeaderError(f"unknown flag bits 0x{p[5] & ~_FLAG_READONLY:02x} set")
+    if p[6] != 0:
+        raise HeaderError(f"unknown codec id {p[6]} (this zarray knows only 0, no codec)")
+    if p[7] != 0:
+        raise HeaderError(
+            f"unknown payload kind {p[7]} (this zarray knows only 0, payload in the next frame)")
+    ndim = p[8]
+    if ndim > _MAX_NDIM:
+        raise HeaderError(f"ndim {ndim} exceeds the maximum of {_MAX_NDIM}")
+    if p[9] > 1:
+        raise HeaderError(f"unknown dtype descriptor kind {p[9]}")
+    if p[12] or p[13] or p[14] or p[15]:
+        raise HeaderError("reserved header bytes 12..15 are not zero")
+    ld = p[10] | (p[11] << 8)
+    need = _FIXED + 16 * ndim + ld
+    if n < need:
+        raise HeaderError(
+            f"header truncated: {n} bytes, but ndim {ndim} and a {ld}-byte descriptor "
+            f"need {need}")
+    if n > need:
+        raise HeaderError(f"{n - need} unexpected bytes after the end of the header")
+    itemsize = _get_u64(p + 16)
+    offset = _get_u64(p + 24)
+    nbytes = _get_u64(p + 32)
+    for i in range(ndim):
+        c_shape[i] = <int64_t>_get_u64(p + _FIXED + 8 * i)
+        c_strides[i] = <int64_t>_get_u64(p + _FIXED + 8 * (ndim + i))
+    _check_geometry(ndim, c_shape, c_strides, itemsize, offset, nbytes)
+    shape = PyTuple_New(ndim)
+    strides = PyTuple_New(ndim)
+    for i in range(ndim):
+        v = c_shape[i]
+        Py_INCREF(v)
+        PyTuple_SET_ITEM(shape, i, v)
+        v = c_strides[i]
+        Py_INCREF(v)
+        PyTuple_SET_ITEM(strides, i, v)
+    descr = PyBytes_FromStringAndSize(<const char*>(p + _FIXED + 16 * ndim), ld)
+    return (descr, p[9] == 1, itemsize, shape, strides, offset, nbytes,
+            (p[5] & _FLAG_READONLY) != 0)
+
+
+def unpack(buf):
+    """Parse a header frame (any object with the buffer protocol).
+
+    Returns ``(descr, structured, itemsize, shape, strides, offset, nbytes, readonly)``
+    and raises ``HeaderError`` for anything malformed. Nothing is allocated in
+    proportion to a header field before that field has been checked.
+    """
+    cdef Py_buffer view
+    if type(buf) is bytes:
+        return _parse(<const uint8_t*>PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf))
+    try:
+        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    except (TypeError, BufferError) as exc:
+        raise HeaderError(f"header is not a contiguous byte buffer: {exc}") from None
+    try:
+        return _parse(<const uint8_t*>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)

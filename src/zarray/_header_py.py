@@ -1,0 +1,190 @@
+"""Pure-Python twin of ``zarray._header``: the same wire format, built on ``struct``.
+
+Used when the compiled extension cannot be imported, or when the environment sets
+``ZARRAY_PUREPYTHON=1``. It must produce byte-identical headers and raise the same
+``HeaderError`` messages as the extension; the test suite checks both on every case.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from zarray.errors import HeaderError
+
+MAGIC = b"\x93ZAR"
+VERSION = 1
+MAX_NDIM = 64
+MAX_DESCR = 65535
+FIXED_SIZE = 40
+DESCR_TYPESTR = 0
+DESCR_STRUCT = 1
+
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
+_FLAG_READONLY = 1
+# magic, version, flags, codec, kind, ndim, descriptor kind, descriptor length,
+# reserved, itemsize, offset, nbytes
+_FIXED = struct.Struct("<4sBBBBBBHIQQQ")
+assert _FIXED.size == FIXED_SIZE
+
+HeaderFields = tuple[bytes, bool, int, tuple[int, ...], tuple[int, ...], int, int, bool]
+
+
+def _check_geometry(
+    shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int, offset: int, nbytes: int
+) -> None:
+    """Check that the described array lies inside a payload of ``nbytes`` bytes."""
+    if nbytes > _INT64_MAX:
+        raise HeaderError(f"payload length {nbytes} exceeds the maximum of {_INT64_MAX}")
+    if itemsize > _INT64_MAX:
+        raise HeaderError(f"itemsize {itemsize} exceeds the maximum of {_INT64_MAX}")
+    for i, n in enumerate(shape):
+        if n < 0:
+            raise HeaderError(f"negative dimension {n} on axis {i}")
+    total = itemsize if itemsize > 0 else 1
+    empty = False
+    for n in shape:
+        if n == 0:
+            empty = True
+            continue
+        if total > _INT64_MAX // n:
+            raise HeaderError(
+                f"shape {shape} with itemsize {itemsize} overflows a 64-bit byte count"
+            )
+        total *= n
+    if offset > nbytes:
+        raise HeaderError(f"offset {offset} lies past the payload length {nbytes}")
+    if empty:
+        return
+    if itemsize > nbytes - offset:
+        raise HeaderError(
+            f"first element (offset {offset}, itemsize {itemsize}) reaches past "
+            f"the payload length {nbytes}"
+        )
+    lo = offset
+    hi = offset + itemsize
+    for i, (n, s) in enumerate(zip(shape, strides)):
+        if n <= 1 or s == 0:
+            continue
+        if s == _INT64_MIN:
+            raise HeaderError(f"stride {s} on axis {i} reaches outside the payload")
+        step = abs(s)
+        if n - 1 > nbytes // step:
+            raise HeaderError(f"stride {s} on axis {i} reaches outside the payload")
+        ext = (n - 1) * step
+        if s < 0:
+            if ext > lo:
+                raise HeaderError(f"stride {s} on axis {i} reaches before the payload start")
+            lo -= ext
+        else:
+            if ext > nbytes - hi:
+                raise HeaderError(f"stride {s} on axis {i} reaches past the payload end")
+            hi += ext
+
+
+def _in_range(value: int, lo: int, hi: int, what: str) -> int:
+    # Mirrors the OverflowError that Cython raises when a Python int does not fit
+    # the C field; the message differs in wording, not in class.
+    if not lo <= value <= hi:
+        raise HeaderError(f"header field out of range: {what} {value}")
+    return value
+
+
+def pack(
+    descr: bytes,
+    structured: bool,
+    itemsize: int,
+    shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    offset: int,
+    nbytes: int,
+    readonly: bool,
+) -> bytes:
+    """Return the header frame for the given fields (see ``zarray._header.pack``)."""
+    ndim = len(shape)
+    if ndim > MAX_NDIM:
+        raise HeaderError(f"ndim {ndim} exceeds the maximum of {MAX_NDIM}")
+    if len(strides) != ndim:
+        raise HeaderError(f"{len(strides)} strides given for {ndim} dimensions")
+    if len(descr) > MAX_DESCR:
+        raise HeaderError(
+            f"dtype descriptor of {len(descr)} bytes exceeds the maximum of {MAX_DESCR}"
+        )
+    u64 = 2**64 - 1
+    _in_range(itemsize, 0, u64, "itemsize")
+    _in_range(offset, 0, u64, "offset")
+    _in_range(nbytes, 0, u64, "nbytes")
+    for n in shape:
+        _in_range(n, _INT64_MIN, _INT64_MAX, "dimension")
+    for s in strides:
+        _in_range(s, _INT64_MIN, _INT64_MAX, "stride")
+    _check_geometry(shape, strides, itemsize, offset, nbytes)
+    fixed = _FIXED.pack(
+        MAGIC,
+        VERSION,
+        _FLAG_READONLY if readonly else 0,
+        0,
+        0,
+        ndim,
+        1 if structured else 0,
+        len(descr),
+        0,
+        itemsize,
+        offset,
+        nbytes,
+    )
+    dims = struct.pack(f"<{2 * ndim}q", *shape, *strides)
+    return fixed + dims + descr
+
+
+def unpack(buf: Any) -> HeaderFields:
+    """Parse a header frame (see ``zarray._header.unpack``)."""
+    try:
+        data = memoryview(buf).cast("B")
+    except TypeError as exc:
+        raise HeaderError(f"header is not a contiguous byte buffer: {exc}") from None
+    n = len(data)
+    if n < 4 or data[:4] != MAGIC:
+        raise HeaderError(
+            f"not a zarray header: bad magic {bytes(data[:4])!r} (expected {MAGIC!r})"
+        )
+    if n < FIXED_SIZE:
+        raise HeaderError(
+            f"header truncated: {n} bytes, the fixed part alone is {FIXED_SIZE}"
+        )
+    (_, version, flags, codec, kind, ndim, dkind, ld, reserved, itemsize, offset, nbytes) = (
+        _FIXED.unpack_from(data)
+    )
+    if version != VERSION:
+        raise HeaderError(
+            f"unsupported header version {version} (this zarray reads version {VERSION})"
+        )
+    if flags & ~_FLAG_READONLY:
+        raise HeaderError(f"unknown flag bits 0x{flags & ~_FLAG_READONLY:02x} set")
+    if codec != 0:
+        raise HeaderError(f"unknown codec id {codec} (this zarray knows only 0, no codec)")
+    if kind != 0:
+        raise HeaderError(
+            f"unknown payload kind {kind} (this zarray knows only 0, payload in the next frame)"
+        )
+    if ndim > MAX_NDIM:
+        raise HeaderError(f"ndim {ndim} exceeds the maximum of {MAX_NDIM}")
+    if dkind > 1:
+        raise HeaderError(f"unknown dtype descriptor kind {dkind}")
+    if reserved:
+        raise HeaderError("reserved header bytes 12..15 are not zero")
+    need = FIXED_SIZE + 16 * ndim + ld
+    if n < need:
+        raise HeaderError(
+            f"header truncated: {n} bytes, but ndim {ndim} and a {ld}-byte descriptor "
+            f"need {need}"
+        )
+    if n > need:
+        raise HeaderError(f"{n - need} unexpected bytes after the end of the header")
+    dims = struct.unpack_from(f"<{2 * ndim}q", data, FIXED_SIZE)
+    shape = tuple(dims[:ndim])
+    strides = tuple(dims[ndim:])
+    _check_geometry(shape, strides, itemsize, offset, nbytes)
+    descr = bytes(data[FIXED_SIZE + 16 * ndim : need])
+    return (descr, dkind == 1, itemsize, shape, strides, offset, nbytes, bool(flags & 1))

@@ -1,0 +1,30 @@
+"""Exception classes of zarray.
+
+Every class also derives from the builtin that matches it, so callers may catch
+either ``zarray.HeaderError`` or plain ``ValueError``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HeaderError", "UnsupportedArrayError", "ZarrayError"]
+
+
+class ZarrayError(Exception):
+    """Base class of every error zarray raises on its own account."""
+
+
+class HeaderError(ValueError, ZarrayError):
+    """A header or message that zarray cannot accept.
+
+    Raised for a malformed, truncated, foreign or future header, for a header whose
+    geometry does not fit its payload, and for a message with the wrong number of
+    frames. When raised by a receive function, the rest of the offending message
+    has already been drained, so the socket is at the next message boundary.
+    """
+
+
+class UnsupportedArrayError(TypeError, ZarrayError):
+    """An array that zarray will not send (object dtype, StringDType, ...).
+
+    Raised before any frame of the message has been sent.
+    """
