@@ -25,11 +25,19 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from zarray._codec import pack, unpack
-from zarray._dtypes import decode_dtype, encode_dtype
+from zarray._codec import pack, pack_array, unpack, unpack_array
+from zarray._dtypes import decode_cache, decode_dtype, encode_cache, encode_dtype
 from zarray.errors import HeaderError, UnsupportedArrayError
 
-__all__ = ["SPAN_OVERHEAD", "Header", "pack_header", "prepare", "rebuild", "unpack_header"]
+__all__ = [
+    "SPAN_OVERHEAD",
+    "Header",
+    "array_from",
+    "pack_header",
+    "prepare",
+    "rebuild",
+    "unpack_header",
+]
 
 #: A strided view is sent as its memory span when the span is at most this much
 #: larger than the data (0.25 = 25 %); otherwise it is compacted first.
@@ -54,6 +62,10 @@ def prepare(A: Any) -> tuple[bytes, Any]:
 
     Raises UnsupportedArrayError before anything could have been sent.
     """
+    if pack_array is not None:
+        header = pack_array(A, encode_cache)
+        if header is not None:
+            return header, A
     if not isinstance(A, np.ndarray):
         raise UnsupportedArrayError(
             f"expected a numpy.ndarray, got {type(A).__name__}; convert with numpy.asarray()"
@@ -159,6 +171,19 @@ def _owned_copy(
     if nbytes:
         np.copyto(buf, src)
     return np.ndarray(shape, dt, buf, offset, strides)
+
+
+def array_from(header: Any, payload: Any, copy: bool = False) -> np.ndarray[Any, Any]:
+    """The array carried by a header frame and a payload frame (``bytes`` or ``zmq.Frame``).
+
+    Tries the compiled fast path first; it declines (returns None) on a dtype it has
+    not seen yet or a misaligned frame, and the general path below handles those.
+    """
+    if not copy and unpack_array is not None:
+        A = unpack_array(header, payload, decode_cache)
+        if A is not None:
+            return A  # type: ignore[no-any-return]
+    return rebuild(unpack(header), payload, copy)
 
 
 def rebuild(fields: tuple[Any, ...], payload: Any, copy: bool = False) -> np.ndarray[Any, Any]:

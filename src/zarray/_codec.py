@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 IMPLEMENTATION: str
+# The numpy C-API fast path (zarray._fastpath), or None when running pure Python.
+pack_array: Callable[[Any, dict[Any, Any]], bytes | None] | None = None
+unpack_array: Callable[[Any, Any, dict[Any, Any]], Any] | None = None
 
 if os.environ.get("ZARRAY_PUREPYTHON", "") not in ("", "0"):
     from zarray._header_py import pack, unpack
@@ -19,6 +24,7 @@ if os.environ.get("ZARRAY_PUREPYTHON", "") not in ("", "0"):
     IMPLEMENTATION = "python"
 else:
     try:
+        from zarray._fastpath import pack_array, unpack_array  # type: ignore[no-redef]
         from zarray._header import pack, unpack  # type: ignore[no-redef]
 
         IMPLEMENTATION = "cython"
@@ -36,4 +42,4 @@ else:
                 stacklevel=2,
             )
 
-__all__ = ["IMPLEMENTATION", "pack", "unpack"]
+__all__ = ["IMPLEMENTATION", "pack", "pack_array", "unpack", "unpack_array"]

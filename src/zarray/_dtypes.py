@@ -31,8 +31,10 @@ _CACHE_LIMIT = 1024
 
 # (descriptor bytes, structured?, itemsize, buffer protocol works?)
 EncodedDtype = tuple[bytes, bool, int, bool]
-_encode_cache: dict[np.dtype[Any], EncodedDtype] = {}
-_decode_cache: dict[tuple[bytes, bool], np.dtype[Any]] = {}
+#: dtype -> EncodedDtype; also read by zarray._fastpath.
+encode_cache: dict[np.dtype[Any], EncodedDtype] = {}
+#: descriptor bytes -> dtype; also read by zarray._fastpath.
+decode_cache: dict[bytes, np.dtype[Any]] = {}
 
 
 def encode_dtype(dt: np.dtype[Any]) -> EncodedDtype:
@@ -44,7 +46,7 @@ def encode_dtype(dt: np.dtype[Any]) -> EncodedDtype:
         For object dtypes, dtypes holding objects, StringDType and any other dtype
         that has no exact type string or structured description.
     """
-    enc = _encode_cache.get(dt)
+    enc = encode_cache.get(dt)
     if enc is not None:
         return enc
     if dt.kind == "T":
@@ -69,22 +71,26 @@ def encode_dtype(dt: np.dtype[Any]) -> EncodedDtype:
     else:
         _check_simple(dt)
         enc = (dt.str.encode("ascii"), False, dt.itemsize, _buffer_ok(dt))
-    if len(_encode_cache) >= _CACHE_LIMIT:
-        _encode_cache.clear()
-    _encode_cache[dt] = enc
+    if len(encode_cache) >= _CACHE_LIMIT:
+        encode_cache.clear()
+    encode_cache[dt] = enc
     return enc
 
 
 def decode_dtype(descr: bytes, structured: bool, itemsize: int) -> np.dtype[Any]:
     """Rebuild the dtype described by a header, or raise ``HeaderError``."""
-    key = (descr, structured)
-    dt = _decode_cache.get(key)
+    dt = decode_cache.get(descr)
     if dt is None:
         dt = _decode_uncached(descr, structured)
-        if len(_decode_cache) >= _CACHE_LIMIT:
+        if len(decode_cache) >= _CACHE_LIMIT:
             # A peer sending endless distinct dtypes must not grow memory without bound.
-            _decode_cache.clear()
-        _decode_cache[key] = dt
+            decode_cache.clear()
+        decode_cache[descr] = dt
+    elif (dt.names is not None) != structured:
+        # A type string never parses as a record descriptor nor the reverse, so a
+        # cached descriptor with the other kind flag is simply malformed.
+        kind = "record descriptor" if dt.names is not None else "type string"
+        raise HeaderError(f"descriptor {descr[:40]!r} is a {kind}, but the header says otherwise")
     if dt.itemsize != itemsize:
         raise HeaderError(f"dtype {dt} has itemsize {dt.itemsize}, but the header says {itemsize}")
     return dt

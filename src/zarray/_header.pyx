@@ -13,7 +13,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from cpython.ref cimport Py_INCREF
-from libc.stdint cimport int64_t, uint8_t, uint64_t, INT64_MAX, INT64_MIN
+from libc.stdint cimport INT64_MAX, INT64_MIN
 from libc.string cimport memcmp, memcpy
 
 from zarray.errors import HeaderError
@@ -28,7 +28,6 @@ DESCR_STRUCT = 1
 
 cdef enum:
     _FIXED = 40
-    _MAX_NDIM = 64
     _MAX_DESCR = 65535
     _VERSION = 1
     _FLAG_READONLY = 1
@@ -113,6 +112,39 @@ cdef int _check_geometry(int ndim, const int64_t* shape, const int64_t* strides,
     return 0
 
 
+cdef bytes pack_c(const char* descr, Py_ssize_t ld, bint structured, uint64_t itemsize,
+                  int ndim, const int64_t* shape, const int64_t* strides,
+                  uint64_t offset, uint64_t nbytes, bint readonly):
+    """Check the fields and write a header; the C entry point behind ``pack``."""
+    cdef Py_ssize_t i
+    cdef uint8_t* p
+    if ndim > _MAX_NDIM:
+        raise HeaderError(f"ndim {ndim} exceeds the maximum of {_MAX_NDIM}")
+    if ld > _MAX_DESCR:
+        raise HeaderError(f"dtype descriptor of {ld} bytes exceeds the maximum of {_MAX_DESCR}")
+    _check_geometry(ndim, shape, strides, itemsize, offset, nbytes)
+    out = PyBytes_FromStringAndSize(NULL, _FIXED + 16 * ndim + ld)
+    p = <uint8_t*>PyBytes_AS_STRING(out)
+    memcpy(p, _MAGIC, 4)
+    p[4] = _VERSION
+    p[5] = _FLAG_READONLY if readonly else 0
+    p[6] = 0  # codec: none
+    p[7] = 0  # payload kind: next frame
+    p[8] = <uint8_t>ndim
+    p[9] = 1 if structured else 0
+    p[10] = <uint8_t>(ld & 0xFF)
+    p[11] = <uint8_t>(ld >> 8)
+    p[12] = p[13] = p[14] = p[15] = 0
+    _put_u64(p + 16, itemsize)
+    _put_u64(p + 24, offset)
+    _put_u64(p + 32, nbytes)
+    for i in range(ndim):
+        _put_u64(p + _FIXED + 8 * i, <uint64_t>shape[i])
+        _put_u64(p + _FIXED + 8 * (ndim + i), <uint64_t>strides[i])
+    memcpy(p + _FIXED + 16 * ndim, descr, ld)
+    return out
+
+
 def pack(bytes descr, bint structured, itemsize, tuple shape, tuple strides,
          offset, nbytes, bint readonly):
     """Return the header frame for the given fields.
@@ -121,18 +153,14 @@ def pack(bytes descr, bint structured, itemsize, tuple shape, tuple strides,
     function returns is always one the receiver accepts.
     """
     cdef Py_ssize_t ndim = PyTuple_GET_SIZE(shape)
-    cdef Py_ssize_t ld = PyBytes_GET_SIZE(descr)
     cdef int64_t c_shape[_MAX_NDIM]
     cdef int64_t c_strides[_MAX_NDIM]
     cdef uint64_t c_itemsize, c_offset, c_nbytes
-    cdef Py_ssize_t i, size
-    cdef uint8_t* p
+    cdef Py_ssize_t i
     if ndim > _MAX_NDIM:
         raise HeaderError(f"ndim {ndim} exceeds the maximum of {_MAX_NDIM}")
     if PyTuple_GET_SIZE(strides) != ndim:
         raise HeaderError(f"{PyTuple_GET_SIZE(strides)} strides given for {ndim} dimensions")
-    if ld > _MAX_DESCR:
-        raise HeaderError(f"dtype descriptor of {ld} bytes exceeds the maximum of {_MAX_DESCR}")
     try:
         c_itemsize = itemsize
         c_offset = offset
@@ -145,41 +173,21 @@ def pack(bytes descr, bint structured, itemsize, tuple shape, tuple strides,
         from zarray._header_py import pack as py_pack
         py_pack(descr, structured, itemsize, shape, strides, offset, nbytes, readonly)
         raise  # unreachable: the twin raises HeaderError for any out-of-range field
-    _check_geometry(<int>ndim, c_shape, c_strides, c_itemsize, c_offset, c_nbytes)
-
-    size = _FIXED + 16 * ndim + ld
-    out = PyBytes_FromStringAndSize(NULL, size)
-    p = <uint8_t*>PyBytes_AS_STRING(out)
-    memcpy(p, _MAGIC, 4)
-    p[4] = _VERSION
-    p[5] = _FLAG_READONLY if readonly else 0
-    p[6] = 0  # codec: none
-    p[7] = 0  # payload kind: next frame
-    p[8] = <uint8_t>ndim
-    p[9] = 1 if structured else 0
-    p[10] = <uint8_t>(ld & 0xFF)
-    p[11] = <uint8_t>(ld >> 8)
-    p[12] = p[13] = p[14] = p[15] = 0
-    _put_u64(p + 16, c_itemsize)
-    _put_u64(p + 24, c_offset)
-    _put_u64(p + 32, c_nbytes)
-    for i in range(ndim):
-        _put_u64(p + _FIXED + 8 * i, <uint64_t>c_shape[i])
-        _put_u64(p + _FIXED + 8 * (ndim + i), <uint64_t>c_strides[i])
-    memcpy(p + _FIXED + 16 * ndim, PyBytes_AS_STRING(descr), ld)
-    return out
+    return pack_c(PyBytes_AS_STRING(descr), PyBytes_GET_SIZE(descr), structured, c_itemsize,
+                  <int>ndim, c_shape, c_strides, c_offset, c_nbytes, readonly)
 
 
-cdef tuple _parse(const uint8_t* p, Py_ssize_t n):
+cdef int parse_c(const uint8_t* p, Py_ssize_t n, Fields* h) except -1:
+    """Parse and check a header into ``h``; the C entry point behind ``unpack``.
+
+    ``h.descr`` points into ``p``: it is valid only as long as the caller's buffer.
+    """
     cdef int ndim, i
     cdef Py_ssize_t ld, need
-    cdef int64_t c_shape[_MAX_NDIM]
-    cdef int64_t c_strides[_MAX_NDIM]
-    cdef uint64_t itemsize, offset, nbytes
-    cdef object v
     if n < 4 or memcmp(p, _MAGIC, 4) != 0:
         raise HeaderError(
-            f"not a zarray header: bad magic {(<const char*>p)[:min(n, 4)]!r} (expected {MAGIC!r})")
+            f"not a zarray header: bad magic {(<const char*>p)[:min(n, 4)]!r} "
+            f"(expected {MAGIC!r})")
     if n < _FIXED:
         raise HeaderError(f"header truncated: {n} bytes, the fixed part alone is {_FIXED}")
     if p[4] != _VERSION:
@@ -207,25 +215,35 @@ cdef tuple _parse(const uint8_t* p, Py_ssize_t n):
             f"need {need}")
     if n > need:
         raise HeaderError(f"{n - need} unexpected bytes after the end of the header")
-    itemsize = _get_u64(p + 16)
-    offset = _get_u64(p + 24)
-    nbytes = _get_u64(p + 32)
+    h.ndim = ndim
+    h.structured = p[9] == 1
+    h.readonly = (p[5] & _FLAG_READONLY) != 0
+    h.itemsize = _get_u64(p + 16)
+    h.offset = _get_u64(p + 24)
+    h.nbytes = _get_u64(p + 32)
     for i in range(ndim):
-        c_shape[i] = <int64_t>_get_u64(p + _FIXED + 8 * i)
-        c_strides[i] = <int64_t>_get_u64(p + _FIXED + 8 * (ndim + i))
-    _check_geometry(ndim, c_shape, c_strides, itemsize, offset, nbytes)
-    shape = PyTuple_New(ndim)
-    strides = PyTuple_New(ndim)
-    for i in range(ndim):
-        v = c_shape[i]
+        h.shape[i] = <int64_t>_get_u64(p + _FIXED + 8 * i)
+        h.strides[i] = <int64_t>_get_u64(p + _FIXED + 8 * (ndim + i))
+    h.descr = <const char*>(p + _FIXED + 16 * ndim)
+    h.descr_len = ld
+    _check_geometry(ndim, h.shape, h.strides, h.itemsize, h.offset, h.nbytes)
+    return 0
+
+
+cdef tuple _as_tuple(Fields* h):
+    cdef int i
+    cdef object v
+    shape = PyTuple_New(h.ndim)
+    strides = PyTuple_New(h.ndim)
+    for i in range(h.ndim):
+        v = h.shape[i]
         Py_INCREF(v)
         PyTuple_SET_ITEM(shape, i, v)
-        v = c_strides[i]
+        v = h.strides[i]
         Py_INCREF(v)
         PyTuple_SET_ITEM(strides, i, v)
-    descr = PyBytes_FromStringAndSize(<const char*>(p + _FIXED + 16 * ndim), ld)
-    return (descr, p[9] == 1, itemsize, shape, strides, offset, nbytes,
-            (p[5] & _FLAG_READONLY) != 0)
+    return (PyBytes_FromStringAndSize(h.descr, h.descr_len), h.structured, h.itemsize,
+            shape, strides, h.offset, h.nbytes, h.readonly)
 
 
 def unpack(buf):
@@ -236,13 +254,16 @@ def unpack(buf):
     proportion to a header field before that field has been checked.
     """
     cdef Py_buffer view
+    cdef Fields h
     if type(buf) is bytes:
-        return _parse(<const uint8_t*>PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf))
+        parse_c(<const uint8_t*>PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), &h)
+        return _as_tuple(&h)
     try:
         PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
     except (TypeError, BufferError) as exc:
         raise HeaderError(f"header is not a contiguous byte buffer: {exc}") from None
     try:
-        return _parse(<const uint8_t*>view.buf, view.len)
+        parse_c(<const uint8_t*>view.buf, view.len, &h)
+        return _as_tuple(&h)
     finally:
         PyBuffer_Release(&view)

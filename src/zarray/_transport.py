@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from zarray._array import prepare, rebuild
-from zarray._codec import unpack
+from zarray._array import array_from, prepare
 from zarray.errors import HeaderError
 
 __all__ = ["recv_array", "send_array"]
@@ -125,4 +124,4 @@ def recv_array(
     if payload.more:
         _drain(socket)
         raise HeaderError("message has more than 2 frames; expected a header and a payload")
-    return rebuild(unpack(head), payload, copy)
+    return array_from(head, payload, copy)
