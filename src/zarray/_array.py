@@ -88,7 +88,7 @@ def prepare(A: Any) -> tuple[bytes, Any]:
         return _empty(A, descr, structured, itemsize, readonly)
     shape, strides = A.shape, A.strides
     lo = hi = 0
-    for n, s in zip(shape, strides):
+    for n, s in zip(shape, strides, strict=True):
         if s < 0:
             lo += (n - 1) * s
         else:
@@ -158,7 +158,7 @@ def _owned_copy(
     nbytes: int,
 ) -> np.ndarray[Any, Any]:
     """Copy the payload exactly once into memory that the result owns (or is a view of)."""
-    src = np.frombuffer(payload, np.uint8) if nbytes else None
+    src: Any = np.frombuffer(payload, np.uint8) if nbytes else None
     if offset == 0 and nbytes == dt.itemsize * int(np.prod(shape, dtype=np.int64)):
         for order in ("C", "F"):
             out = np.empty(shape, dt, order=order)
@@ -170,7 +170,8 @@ def _owned_copy(
     buf = _aligned_bytes(nbytes)
     if nbytes:
         np.copyto(buf, src)
-    return np.ndarray(shape, dt, buf, offset, strides)
+    out: np.ndarray[Any, Any] = np.ndarray(shape, dt, buf, offset, strides)
+    return out
 
 
 def array_from(header: Any, payload: Any, copy: bool = False) -> np.ndarray[Any, Any]:

@@ -24,8 +24,8 @@ if os.environ.get("ZARRAY_PUREPYTHON", "") not in ("", "0"):
     IMPLEMENTATION = "python"
 else:
     try:
-        from zarray._fastpath import pack_array, unpack_array  # type: ignore[no-redef]
-        from zarray._header import pack, unpack  # type: ignore[no-redef]
+        from zarray._fastpath import pack_array, unpack_array
+        from zarray._header import pack, unpack
 
         IMPLEMENTATION = "cython"
     except ImportError as _exc:

@@ -108,7 +108,7 @@ def _buffer_ok(dt: np.dtype[Any]) -> bool:
     # numpy refuses to export datetime64/timedelta64 (also inside records) through
     # the buffer protocol; such arrays are sent through a raw byte view instead.
     try:
-        memoryview(np.empty(1, dt))
+        memoryview(np.empty(1, dt))  # type: ignore[arg-type]
     except (ValueError, TypeError, BufferError):
         return False
     return True
@@ -128,7 +128,7 @@ def _describe_format(dt: np.dtype[Any], depth: int) -> Any:
 
 def _describe_struct(dt: np.dtype[Any], depth: int) -> dict[str, Any]:
     names = list(dt.names or ())
-    fields = dt.fields or {}
+    fields: Any = dt.fields or {}
     formats, offsets, titles = [], [], []
     for name in names:
         spec = fields[name]
@@ -172,7 +172,7 @@ def _decode_uncached(descr: bytes, structured: bool) -> np.dtype[Any]:
         raise HeaderError(f"structured dtype descriptor is not valid JSON: {exc}") from None
     spec = _struct_spec(doc, 0)
     try:
-        dt = np.dtype(spec, align=bool(doc.get("aligned", False)))
+        dt: np.dtype[Any] = np.dtype(spec, align=bool(doc.get("aligned", False)))  # type: ignore[call-overload]
     except (TypeError, ValueError, OverflowError, KeyError, IndexError) as exc:
         raise HeaderError(f"structured dtype descriptor rejected by numpy: {exc}") from None
     if dt.hasobject:  # unreachable with checked type strings; kept as a last guard
@@ -190,8 +190,11 @@ def _struct_spec(doc: Any, depth: int) -> dict[str, Any]:
     extra = set(doc) - allowed
     if extra:
         raise HeaderError(f"unknown keys in structured dtype descriptor: {sorted(extra)}")
-    names, formats, offsets = doc.get("names"), doc.get("formats"), doc.get("offsets")
-    itemsize, titles = doc.get("itemsize"), doc.get("titles")
+    names: Any = doc.get("names")
+    formats: Any = doc.get("formats")
+    offsets: Any = doc.get("offsets")
+    itemsize: Any = doc.get("itemsize")
+    titles: Any = doc.get("titles")
     if not (isinstance(names, list) and isinstance(formats, list) and isinstance(offsets, list)):
         raise HeaderError("structured dtype descriptor needs lists of names, formats, offsets")
     if not (len(names) == len(formats) == len(offsets)):
@@ -240,7 +243,7 @@ def _format_spec(fmt: Any, depth: int) -> Any:
     if isinstance(fmt, dict):
         sub = _struct_spec(fmt, depth + 1)
         try:
-            return np.dtype(sub, align=bool(fmt.get("aligned", False)))
+            return np.dtype(sub, align=bool(fmt.get("aligned", False)))  # type: ignore[call-overload]
         except (TypeError, ValueError, OverflowError, KeyError, IndexError) as exc:
             raise HeaderError(f"nested structured dtype rejected by numpy: {exc}") from None
     raise HeaderError(f"invalid field format {str(fmt)[:60]}")

@@ -64,7 +64,7 @@ def _check_geometry(
         )
     lo = offset
     hi = offset + itemsize
-    for i, (n, s) in enumerate(zip(shape, strides)):
+    for i, (n, s) in enumerate(zip(shape, strides, strict=True)):
         if n <= 1 or s == 0:
             continue
         if s == _INT64_MIN:
@@ -150,9 +150,7 @@ def unpack(buf: Any) -> HeaderFields:
             f"not a zarray header: bad magic {bytes(data[:4])!r} (expected {MAGIC!r})"
         )
     if n < FIXED_SIZE:
-        raise HeaderError(
-            f"header truncated: {n} bytes, the fixed part alone is {FIXED_SIZE}"
-        )
+        raise HeaderError(f"header truncated: {n} bytes, the fixed part alone is {FIXED_SIZE}")
     (_, version, flags, codec, kind, ndim, dkind, ld, reserved, itemsize, offset, nbytes) = (
         _FIXED.unpack_from(data)
     )
@@ -177,8 +175,7 @@ def unpack(buf: Any) -> HeaderFields:
     need = FIXED_SIZE + 16 * ndim + ld
     if n < need:
         raise HeaderError(
-            f"header truncated: {n} bytes, but ndim {ndim} and a {ld}-byte descriptor "
-            f"need {need}"
+            f"header truncated: {n} bytes, but ndim {ndim} and a {ld}-byte descriptor need {need}"
         )
     if n > need:
         raise HeaderError(f"{n - need} unexpected bytes after the end of the header")

@@ -80,9 +80,7 @@ def _drain(socket: zmq.Socket[Any]) -> None:
         socket.recv(copy=False)
 
 
-def recv_array(
-    socket: zmq.Socket[Any], flags: int = 0, copy: bool = False
-) -> np.ndarray[Any, Any]:
+def recv_array(socket: zmq.Socket[Any], flags: int = 0, copy: bool = False) -> np.ndarray[Any, Any]:
     """Receive one array sent by :func:`send_array`.
 
     Parameters
