@@ -170,8 +170,8 @@ def _owned_copy(
     buf = _aligned_bytes(nbytes)
     if nbytes:
         np.copyto(buf, src)
-    out: np.ndarray[Any, Any] = np.ndarray(shape, dt, buf, offset, strides)
-    return out
+    view: np.ndarray[Any, Any] = np.ndarray(shape, dt, buf, offset, strides)
+    return view
 
 
 def array_from(header: Any, payload: Any, copy: bool = False) -> np.ndarray[Any, Any]:
