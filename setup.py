@@ -16,7 +16,10 @@ setup(
                 "zarray._fastpath",
                 ["src/zarray/_fastpath.pyx"],
                 include_dirs=[numpy.get_include()],
-                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION")],
+                define_macros=[
+                    ("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION"),
+                    ("NPY_TARGET_VERSION", "NPY_1_25_API_VERSION"),
+                ],
             ),
         ],
         compiler_directives={"language_level": "3"},
