@@ -6,7 +6,7 @@ either ``zarray.HeaderError`` or plain ``ValueError``.
 
 from __future__ import annotations
 
-__all__ = ["HeaderError", "UnsupportedArrayError", "ZarrayError"]
+__all__ = ["HeaderError", "OutMismatchError", "UnsupportedArrayError", "ZarrayError"]
 
 
 class ZarrayError(Exception):
@@ -23,8 +23,17 @@ class HeaderError(ValueError, ZarrayError):
     """
 
 
+class OutMismatchError(HeaderError):
+    """``recv_array(out=buf)``: the message's dtype or shape differs from ``buf``'s.
+
+    The message has been drained, so the next receive gets the next message.
+    """
+
+
 class UnsupportedArrayError(TypeError, ZarrayError):
-    """An array that zarray will not send (object dtype, StringDType, ...).
+    """An array, or a message (container, names, meta), that zarray will not send.
+
+    Examples: object dtypes, StringDType, masked arrays, non-str names.
 
     Raised before any frame of the message has been sent.
     """

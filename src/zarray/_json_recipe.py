@@ -1,0 +1,171 @@
+"""The JSON-header recipe of pyzmq's serialization guide, read and written safely.
+
+Many programs (imagezmq among them) send an array the way pyzmq's guide shows::
+
+    md = dict(dtype=str(A.dtype), shape=A.shape)
+    socket.send_json(md, flags | zmq.SNDMORE)
+    socket.send(A, flags, copy=copy, track=track)
+
+and read it back with ``numpy.frombuffer(buf, dtype=md["dtype"]).reshape(md["shape"])``.
+This module lets zarray talk to them in both directions, without trusting the peer:
+
+* The JSON frame is at most ``MAX_RECIPE`` bytes, must be a JSON object with a
+  ``"dtype"`` string and a ``"shape"`` list of non-negative integers (other keys, such
+  as imagezmq's ``"msg"``, are ignored).
+* The dtype string is matched against a strict whitelist (numpy's names of simple
+  dtypes, as ``str(dtype)`` writes them, and type strings such as ``"<f8"``) before
+  numpy sees it; it is never evaluated. Object, structured and zero-size dtypes are
+  refused.
+* The payload length must equal ``itemsize * prod(shape)``, checked without overflow
+  before anything is viewed.
+
+Only :class:`zarray.HeaderError` comes out of :func:`parse`.
+
+The recipe has no byte order beyond the dtype string (numpy's names such as
+``"float64"`` mean the *host's* order), no strides (the data is C-contiguous) and no
+read-only bit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+
+from zarray._dtypes import encode_dtype
+from zarray.errors import HeaderError, UnsupportedArrayError
+
+__all__ = ["MAX_RECIPE", "RecipeFields", "encode", "looks_like_recipe", "parse", "parse_header"]
+
+#: Largest JSON frame accepted as a recipe header, in bytes.
+MAX_RECIPE = 65536
+_MAX_NDIM = 64
+_INT64_MAX = 2**63 - 1
+
+_UNIT = r"(?:\[[0-9]{0,10}(?:Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as)\])?"
+# numpy's own names of simple dtypes, as str(dtype) prints native-order ones.
+_NAME = (
+    r"bool|u?int(?:8|16|32|64)|float(?:16|32|64|96|128)|complex(?:64|128|192|256)"
+    r"|longdouble|clongdouble|(?:datetime64|timedelta64)" + _UNIT
+)
+# Type strings, with or without a byte-order character: "<f8", "f8", "|S5", ">M8[ns]".
+_CODE = r"[<>|=]?(?:[biufcSUV][0-9]{1,10}|[mM]8" + _UNIT + r")"
+_DTYPE = re.compile(rf"(?:{_NAME}|{_CODE})")
+
+# (descriptor, structured, itemsize, shape, strides, offset, nbytes, readonly): the
+# field tuple of zarray._codec.unpack, so zarray._array.rebuild can build the array.
+RecipeFields = tuple[bytes, bool, int, tuple[int, ...], tuple[int, ...], int, int, bool]
+
+
+def looks_like_recipe(prefix: bytes) -> bool:
+    """Whether a frame starting with ``prefix`` may be a recipe header (a JSON object)."""
+    return prefix[:1] == b"{"
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _dtype(text: Any) -> np.dtype[Any]:
+    if not isinstance(text, str):
+        raise HeaderError(f"JSON recipe 'dtype' must be a string, got {type(text).__name__}")
+    if not _DTYPE.fullmatch(text):
+        raise HeaderError(f"JSON recipe dtype {text[:40]!r} is not a dtype zarray accepts")
+    try:
+        dt = np.dtype(text)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise HeaderError(f"invalid JSON recipe dtype {text[:40]!r}: {exc}") from None
+    if dt.kind not in "biufcmMSUV" or dt.hasobject or dt.fields is not None:
+        raise HeaderError(f"JSON recipe dtype {text[:40]!r} is not a simple dtype")
+    if dt.itemsize == 0:
+        raise HeaderError(f"JSON recipe dtype {text[:40]!r} has no size")
+    return dt
+
+
+def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    strides = []
+    step = itemsize
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
+
+
+def parse_header(head: Any) -> RecipeFields:
+    """Parse a recipe header frame alone; its ``nbytes`` is what the shape needs.
+
+    Returns the header fields (see :data:`RecipeFields`) of a C-contiguous array, with
+    the dtype given by its exact type string. Raises HeaderError for anything else.
+    """
+    view = memoryview(head)
+    if view.nbytes > MAX_RECIPE:
+        raise HeaderError(
+            f"JSON recipe header of {view.nbytes} bytes exceeds the maximum of {MAX_RECIPE}"
+        )
+    try:
+        doc = json.loads(view.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise HeaderError(f"JSON recipe header is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or "dtype" not in doc or "shape" not in doc:
+        raise HeaderError("JSON recipe header must be an object with 'dtype' and 'shape'")
+    dt = _dtype(doc["dtype"])
+    raw = doc["shape"]
+    if not isinstance(raw, list) or len(raw) > _MAX_NDIM:
+        raise HeaderError(f"JSON recipe 'shape' must be a list of at most {_MAX_NDIM} integers")
+    if not all(_is_int(n) and 0 <= n <= _INT64_MAX for n in raw):
+        raise HeaderError(f"JSON recipe shape {str(raw)[:60]} is not a list of dimensions")
+    shape: tuple[int, ...] = tuple(raw)
+    itemsize = dt.itemsize
+    total = itemsize
+    for n in shape:
+        # Python ints do not overflow, but numpy's do: keep every count in int64.
+        total *= n
+        if total > _INT64_MAX:
+            raise HeaderError(f"JSON recipe shape {shape} overflows a 64-bit byte count")
+    strides = _c_strides(shape, itemsize)
+    return (dt.str.encode("ascii"), False, itemsize, shape, strides, 0, total, False)
+
+
+def parse(head: Any, payload_size: int) -> RecipeFields:
+    """Parse a recipe header frame for a payload of ``payload_size`` bytes.
+
+    As :func:`parse_header`, and the payload length must be what the shape needs.
+    """
+    fields = parse_header(head)
+    if fields[6] != payload_size:
+        raise HeaderError(
+            f"payload is {payload_size} bytes, but the JSON recipe "
+            f"{fields[0].decode()} {fields[3]} needs {fields[6]}"
+        )
+    return fields
+
+
+def encode(A: Any) -> tuple[bytes, Any]:
+    """Return ``(json_header, payload)`` as pyzmq's guide sends them.
+
+    The header is ``json.dumps({"dtype": str(A.dtype), "shape": [...]})`` encoded as UTF-8
+    (the bytes ``socket.send_json`` writes); the payload is ``A``'s memory when ``A`` is
+    C-contiguous, otherwise a C-contiguous copy. Raises UnsupportedArrayError for
+    arrays the recipe cannot describe (structured or object dtypes, non-arrays).
+    """
+    if not isinstance(A, np.ndarray) or isinstance(A, np.ma.MaskedArray):
+        raise UnsupportedArrayError(
+            f"expected a numpy.ndarray, got {type(A).__name__}; convert with numpy.asarray()"
+        )
+    dt = A.dtype
+    _, structured, _, buffer_ok = encode_dtype(dt)  # refuses objects, StringDType, ...
+    text = str(dt)
+    if structured or dt.subdtype is not None or not _DTYPE.fullmatch(text):
+        raise UnsupportedArrayError(
+            f"dtype {dt!r} cannot travel in pyzmq's JSON recipe (only simple dtypes can); "
+            "send it in zarray's own format"
+        )
+    if not A.flags.c_contiguous:
+        A = np.ascontiguousarray(A)  # the recipe has no strides: this is the one copy
+    header = json.dumps({"dtype": text, "shape": list(A.shape)}).encode("utf-8")
+    # numpy refuses to export datetime64/timedelta64 through the buffer protocol; a
+    # flat byte view of the same (C-contiguous) memory carries the same bytes.
+    payload = A if buffer_ok else A.reshape(-1).view(np.uint8)
+    return header, payload

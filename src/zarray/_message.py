@@ -1,0 +1,356 @@
+"""A zarray message as a list of frames: where zarray's part starts, and what it holds.
+
+A message on the wire is ``envelope + body``. The envelope is whatever frames the
+application or the socket type puts first (a PUB topic, ROUTER identities and the
+empty delimiter); the body is one of
+
+* a single array: a header frame (``b"\\x93ZAR"`` magic) and its payload frame;
+* several arrays (``send_arrays``): a message-header frame (``b"\\x93ZAM"`` magic)
+  announcing N arrays, then N header + payload pairs, 2N frames;
+* pyzmq's JSON recipe: a JSON object frame (first byte ``{``) and the raw buffer.
+
+**The envelope rule.** The body starts at the first frame that begins with one of
+zarray's magics (``b"\\x93ZAR"`` or ``b"\\x93ZAM"``), or, failing that, at the second-to-last
+frame if that one is a JSON object (the recipe). Everything before it is the envelope.
+This is safe for what envelopes hold: the byte 0x93 never starts UTF-8 text (it is a
+continuation byte), libzmq's generated ROUTER identities start with 0x00, and the
+REQ/ROUTER delimiter is empty; only a binary identity or topic that itself starts with
+zarray's four magic bytes would be mistaken for zarray's part. The body must then have
+exactly its shape (a header and one payload; a message header and 2N frames), or the
+message is refused. The whole message is always received (drained) before it is decoded.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import zmq
+
+from zarray import _json_recipe
+from zarray._array import array_from, rebuild
+from zarray._codec import unpack
+from zarray._dtypes import decode_dtype
+from zarray.errors import HeaderError, OutMismatchError, UnsupportedArrayError
+
+__all__ = [
+    "JSON",
+    "MAGIC",
+    "MAPPING",
+    "MESSAGE_MAGIC",
+    "MULTI",
+    "SEQUENCE",
+    "SINGLE",
+    "bytes_of",
+    "c_layout",
+    "check_match",
+    "check_out",
+    "copy_into",
+    "decode_array",
+    "decode_arrays",
+    "envelope_of",
+    "fields_of",
+    "locate",
+    "pack_message_header",
+    "prefix_of",
+    "recv_rest",
+    "unpack_message_header",
+]
+
+MAGIC = b"\x93ZAR"
+MESSAGE_MAGIC = b"\x93ZAM"
+MESSAGE_VERSION = 1
+SEQUENCE = 0
+MAPPING = 1
+# magic, version, container kind, reserved, array count, JSON length
+_FIXED = struct.Struct("<4sBBHII")
+MESSAGE_FIXED_SIZE = _FIXED.size  # 16
+
+# Body kinds returned by locate().
+SINGLE = 0
+MULTI = 1
+JSON = 2
+
+
+def prefix_of(frame: Any) -> bytes:
+    """The first four bytes of a frame (fewer if it is shorter)."""
+    return memoryview(frame)[:4].tobytes()
+
+
+def bytes_of(frame: Any) -> bytes:
+    """A frame's content as bytes."""
+    return memoryview(frame).tobytes()
+
+
+def recv_rest(socket: zmq.Socket[Any], frames: list[Any]) -> list[Any]:
+    """Append the remaining frames of the current message (a drain that keeps them)."""
+    # The remaining parts of a message arrive together with its first part, so
+    # these receives never wait and never raise Again.
+    while frames[-1].more:
+        frames.append(socket.recv(0, copy=False))
+    return frames
+
+
+# -- the multi-array message header ---------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not standard JSON")
+
+
+def pack_message_header(
+    mapping: bool, count: int, names: Sequence[str] | None, meta: Mapping[str, Any] | None
+) -> bytes:
+    """The message-header frame of a ``send_arrays`` message (docs/FORMAT.md).
+
+    Raises UnsupportedArrayError for names that are not str or a meta that standard
+    JSON cannot encode.
+    """
+    doc: dict[str, Any] = {}
+    if mapping:
+        assert names is not None
+        for name in names:
+            if not isinstance(name, str):
+                raise UnsupportedArrayError(
+                    f"array names must be str, got {type(name).__name__} {name!r:.40}"
+                )
+        doc["names"] = list(names)
+    if meta is not None and not isinstance(meta, Mapping):
+        raise UnsupportedArrayError(f"meta must be a dict, got {type(meta).__name__}")
+    if meta:
+        for key in meta:
+            if not isinstance(key, str):
+                raise UnsupportedArrayError(
+                    f"meta keys must be str, got {type(key).__name__} {key!r:.40}"
+                )
+        doc["meta"] = dict(meta)
+    try:
+        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UnsupportedArrayError(
+            f"meta cannot be encoded as standard JSON: {exc} (convert numpy scalars with "
+            ".item(), arrays go in the arrays argument)"
+        ) from None
+    body = text.encode("utf-8") if doc else b""
+    if count > 0xFFFFFFFF or len(body) > 0xFFFFFFFF:
+        raise UnsupportedArrayError("too many arrays or too large a meta for one message")
+    fixed = _FIXED.pack(
+        MESSAGE_MAGIC, MESSAGE_VERSION, MAPPING if mapping else SEQUENCE, 0, count, len(body)
+    )
+    return fixed + body
+
+
+def _announced(frame: Any) -> int:
+    """The array count of a message-header frame, or -1 if it is not one."""
+    view = memoryview(frame)
+    if view.nbytes < MESSAGE_FIXED_SIZE or view[:4] != MESSAGE_MAGIC:
+        return -1
+    count: int = _FIXED.unpack_from(view)[4]
+    return count
+
+
+def unpack_message_header(buf: Any) -> tuple[list[str] | None, dict[str, Any], int]:
+    """Parse a message-header frame: ``(names or None, meta, count)``; HeaderError if bad."""
+    view = memoryview(buf)
+    n = view.nbytes
+    if n < 4 or view[:4] != MESSAGE_MAGIC:
+        raise HeaderError(f"not a zarray message header: bad magic {view[:4].tobytes()!r}")
+    if n < MESSAGE_FIXED_SIZE:
+        raise HeaderError(f"message header truncated: {n} bytes, the fixed part is 16")
+    _, version, kind, reserved, count, length = _FIXED.unpack_from(view)
+    if version != MESSAGE_VERSION:
+        raise HeaderError(
+            f"unsupported message header version {version} (this zarray reads version "
+            f"{MESSAGE_VERSION})"
+        )
+    if kind not in (SEQUENCE, MAPPING):
+        raise HeaderError(f"unknown container kind {kind} in message header")
+    if reserved:
+        raise HeaderError("reserved message header bytes 6..7 are not zero")
+    if n != MESSAGE_FIXED_SIZE + length:
+        raise HeaderError(
+            f"message header is {n} bytes, but its JSON length says {MESSAGE_FIXED_SIZE + length}"
+        )
+    doc: Any = {}
+    if length:
+        try:
+            doc = json.loads(
+                view[MESSAGE_FIXED_SIZE:].tobytes().decode("utf-8"),
+                parse_constant=_reject_constant,
+            )
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise HeaderError(f"message header JSON is invalid: {exc}") from None
+        if not isinstance(doc, dict) or not doc:
+            raise HeaderError("message header JSON must be a non-empty object")
+    extra = set(doc) - {"names", "meta"}
+    if extra:
+        raise HeaderError(f"unknown keys in message header JSON: {sorted(extra)}")
+    names: list[str] | None = None
+    if kind == MAPPING:
+        names = doc.get("names")
+        if not (isinstance(names, list) and all(isinstance(s, str) for s in names)):
+            raise HeaderError("message header of a mapping needs a list of str 'names'")
+        if len(names) != count:
+            raise HeaderError(f"message header has {len(names)} names for {count} arrays")
+        if len(set(names)) != count:
+            raise HeaderError("message header names are not unique")
+    elif "names" in doc:
+        raise HeaderError("message header of a sequence carries 'names'")
+    meta = doc.get("meta", {})
+    if not isinstance(meta, dict) or ("meta" in doc and not meta):
+        raise HeaderError("message header 'meta' must be a non-empty JSON object when present")
+    return names, meta, count
+
+
+# -- finding the body ----------------------------------------------------------------
+
+
+def locate(frames: Sequence[Any]) -> tuple[int, int]:
+    """Return ``(start, kind)`` of the body of a whole message (see the module doc).
+
+    Raises HeaderError, naming what is wrong, when the message has no valid body.
+    """
+    n = len(frames)
+    for i in range(n):
+        prefix = prefix_of(frames[i])
+        if prefix == MAGIC:
+            if n - i == 2:
+                return i, SINGLE
+            if n == 1:
+                raise HeaderError(
+                    "message has 1 frame; a zarray message has a header and a payload"
+                )
+            if i == n - 1:
+                raise HeaderError(f"zarray header at frame {i} has no payload frame after it")
+            if i == 0:
+                raise HeaderError("message has more than 2 frames; expected a header and a payload")
+            raise HeaderError(
+                f"message has {n} frames: a zarray header at frame {i} is followed by "
+                f"{n - i - 1} frames; expected exactly one payload frame"
+            )
+        if prefix == MESSAGE_MAGIC:
+            count = _announced(frames[i])
+            if count < 0:
+                unpack_message_header(frames[i])  # raises: truncated
+            if 2 * count == n - i - 1:
+                return i, MULTI
+            raise HeaderError(
+                f"message header at frame {i} announces {count} arrays ({2 * count} frames), "
+                f"but {n - i - 1} frames follow it"
+            )
+        if i == n - 2 and _json_recipe.looks_like_recipe(prefix):
+            return i, JSON
+    if n == 1:
+        raise HeaderError("message has 1 frame; a zarray message has a header and a payload")
+    unpack(frames[-2])  # raises the codec's own error: "not a zarray header: bad magic ..."
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def envelope_of(frames: Sequence[Any], start: int) -> list[bytes]:
+    """The envelope frames (those before ``start``) as bytes."""
+    return [bytes_of(f) for f in frames[:start]]
+
+
+# -- decoding ------------------------------------------------------------------------
+
+
+def _recipe_fields(frames: Sequence[Any], start: int) -> _json_recipe.RecipeFields:
+    return _json_recipe.parse(frames[start], memoryview(frames[start + 1]).nbytes)
+
+
+def decode_array(frames: Sequence[Any], start: int, kind: int, copy: bool) -> np.ndarray[Any, Any]:
+    """The one array of a located body; HeaderError for a several-array message."""
+    if kind == SINGLE:
+        return array_from(frames[start], frames[start + 1], copy)
+    if kind == JSON:
+        return rebuild(_recipe_fields(frames, start), frames[start + 1], copy)
+    _, _, count = unpack_message_header(frames[start])
+    raise HeaderError(
+        f"message carries {count} arrays sent by send_arrays; receive it with recv_arrays"
+    )
+
+
+def decode_arrays(
+    frames: Sequence[Any], start: int, kind: int, copy: bool
+) -> tuple[list[np.ndarray[Any, Any]] | dict[str, np.ndarray[Any, Any]], dict[str, Any]]:
+    """``(arrays, meta)`` of a located body; a single array comes back as ``[A]``."""
+    if kind != MULTI:
+        return [decode_array(frames, start, kind, copy)], {}
+    names, meta, count = unpack_message_header(frames[start])
+    arrays = []
+    for k in range(count):
+        j = start + 1 + 2 * k
+        try:
+            arrays.append(array_from(frames[j], frames[j + 1], copy))
+        except HeaderError as exc:
+            which = f"array {k}" if names is None else f"array {k} ({names[k]!r:.40})"
+            raise HeaderError(f"{which}: {exc}") from None
+    if names is None:
+        return arrays, meta
+    return dict(zip(names, arrays, strict=True)), meta
+
+
+# -- receiving into a preallocated array -----------------------------------------------
+
+
+def check_out(out: Any) -> None:
+    """Refuse an ``out`` that cannot receive (before anything is received)."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if out.dtype.hasobject:
+        raise ValueError("out must not hold Python objects")
+
+
+def check_match(out: np.ndarray[Any, Any], dt: np.dtype[Any], shape: tuple[int, ...]) -> None:
+    """HeaderError saying what differs when the message's array does not fit ``out``."""
+    diffs = []
+    if dt != out.dtype:
+        diffs.append(f"dtype {dt.str if dt.names is None else dt} (out has {out.dtype.str})")
+    if shape != out.shape:
+        diffs.append(f"shape {shape} (out has {out.shape})")
+    if diffs:
+        raise OutMismatchError("the message does not fit out: it carries " + " and ".join(diffs))
+
+
+def c_layout(fields: tuple[Any, ...]) -> bool:
+    """Whether a header's payload is exactly the C-contiguous bytes of its array."""
+    _, _, itemsize, shape, strides, offset, nbytes, _ = fields
+    if offset != 0:
+        return False
+    step = itemsize
+    for n, s in zip(reversed(shape), reversed(strides), strict=True):
+        if n == 0:
+            return bool(nbytes == 0)
+        if n != 1 and s != step:
+            return False
+        step *= n
+    return bool(nbytes == step)
+
+
+def fields_of(frames: Sequence[Any], start: int, kind: int) -> tuple[Any, ...]:
+    """The header fields of a located single-array body (zarray or JSON recipe)."""
+    if kind == SINGLE:
+        return unpack(frames[start])
+    if kind == JSON:
+        return _recipe_fields(frames, start)
+    decode_array(frames, start, kind, False)  # raises: several arrays
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def copy_into(out: np.ndarray[Any, Any], fields: tuple[Any, ...], payload: Any) -> None:
+    """Copy a received payload into ``out`` (dtype and shape already checked)."""
+    descr, structured, itemsize, shape, strides, offset, nbytes, _ = fields
+    size = memoryview(payload).nbytes
+    if size != nbytes:
+        raise HeaderError(f"payload is {size} bytes, but the header says {nbytes}")
+    dt = decode_dtype(descr, structured, itemsize)
+    # A view of the frame, aligned or not: numpy's copy loops handle unaligned sources,
+    # and out is aligned, so no intermediate buffer is needed.
+    np.copyto(out, np.ndarray(shape, dt, payload, offset, strides), casting="no")

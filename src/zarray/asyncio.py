@@ -1,0 +1,375 @@
+"""zarray over asyncio: ``zarray.asyncio.Context`` and ``zarray.asyncio.Socket``.
+
+Built on :mod:`zmq.asyncio`. The array methods are coroutines::
+
+    ctx = zarray.asyncio.Context()
+    sock = ctx.socket(zmq.PUSH)
+    tracker = await sock.send_array(A)
+    B = await other.recv_array()
+
+Every message goes to pyzmq as one ``send_multipart`` / ``recv_multipart`` event, so
+concurrent senders and receivers on one loop never interleave their frames.
+
+What the tracker means under asyncio
+    The coroutine returns once pyzmq has handed the whole message to libzmq: at once
+    when the socket can take it, or later, when the high-water mark frees up. That is
+    *queued*, not *sent*. The returned :class:`zmq.MessageTracker` covers every
+    zero-copy payload frame of the message and becomes done when libzmq has let go of
+    the arrays' memory (after transmission over tcp/ipc; over inproc, when the
+    receiver drops its arrays). Do not modify an array before then. ``tracker.wait()``
+    would block the event loop; await it in a thread instead:
+    ``await asyncio.to_thread(tracker.wait)``.
+
+Lifetime of a pending send
+    Each zero-copy payload is wrapped in a :class:`zmq.Frame` when the coroutine
+    starts; the frame holds a reference to the array (or to the view that owns its
+    memory) until libzmq frees the message. So an array whose send is still waiting
+    for the high-water mark, or is queued inside libzmq, stays alive even if the
+    caller drops every reference to it. Payloads that are copied (``copy=True``,
+    smaller than ``copy_threshold``) are copied as soon as the coroutine starts
+    running, before it first yields, so such an array may be modified once the
+    coroutine has returned, like with the blocking functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, cast, overload
+
+import numpy as np
+import zmq
+import zmq.asyncio
+
+from zarray._dtypes import decode_dtype
+from zarray._message import (
+    check_match,
+    check_out,
+    copy_into,
+    decode_array,
+    decode_arrays,
+    envelope_of,
+    fields_of,
+    locate,
+)
+from zarray._multi import Arrays, Received, encode_arrays
+from zarray._transport import Format, check_envelope, encode_body
+
+__all__ = ["Context", "Socket"]
+
+NDArray = np.ndarray[Any, Any]
+_DONE = zmq.MessageTracker()
+
+
+class Socket(zmq.asyncio.Socket):
+    """A :class:`zmq.asyncio.Socket` with coroutine array methods.
+
+    ``send_array``, ``recv_array``, ``send_arrays`` and ``recv_arrays`` take the same
+    arguments as the module functions (without the socket) and must be awaited.
+    ``Socket.from_socket(sync_socket)`` wraps an existing blocking socket.
+
+    Notes
+    -----
+    The copy contract is that of :func:`zarray.send_array` and
+    :func:`zarray.recv_array`; see the module documentation for what the returned
+    tracker means under asyncio.
+    """
+
+    async def _send_parts(
+        self, parts: list[Any], payloads: list[bool], flags: int, copy: bool, track: bool
+    ) -> list[zmq.MessageTracker]:
+        threshold = self.copy_threshold
+        frames: list[Any] = []
+        trackers: list[zmq.MessageTracker] = []
+        for part, is_payload in zip(parts, payloads, strict=True):
+            if is_payload:
+                zero_copy = not copy and memoryview(part).nbytes >= threshold
+                # A Frame built now either copies the payload now, or holds the array
+                # until libzmq frees the message: a pending send keeps it alive.
+                frame = zmq.Frame(part, track=track and zero_copy, copy=not zero_copy)
+                if track and zero_copy and frame.tracker is not None:
+                    trackers.append(frame.tracker)
+                frames.append(frame)
+            else:
+                frames.append(part)
+        # One event for the whole message: other coroutines' messages cannot come
+        # between its frames. copy=True copies the small parts; Frames go as they are.
+        # Our own references to the Frames go when this coroutine returns; until they
+        # do, libzmq's message is not freed and the trackers cannot become done.
+        await self.send_multipart(frames, flags=flags, copy=True, track=False)
+        return trackers
+
+    async def send_array(
+        self,
+        A: NDArray,
+        flags: int = 0,
+        copy: bool = False,
+        track: bool = True,
+        envelope: Sequence[Any] | None = None,
+        format: Format = "zarray",
+    ) -> zmq.MessageTracker | None:
+        """Send one array; see :func:`zarray.send_array`.
+
+        Parameters
+        ----------
+        A : numpy.ndarray
+            The array.
+        flags : int
+            ZeroMQ send flags.
+        copy : bool
+            If False (the default), send the array's memory without copying.
+        track : bool
+            If True (the default), return a tracker for the payload frame.
+        envelope : sequence of bytes-like, optional
+            Frames sent before zarray's own (topic, identities, delimiter).
+        format : {"zarray", "json"}
+            zarray's header, or pyzmq guide's JSON recipe.
+
+        Returns
+        -------
+        zmq.MessageTracker or None
+            Done once libzmq no longer references ``A``'s memory (see the module
+            documentation); ``None`` if ``track`` is false.
+
+        Raises
+        ------
+        UnsupportedArrayError
+            If ``A`` cannot be sent; nothing was sent.
+        zmq.Again
+            With ``zmq.NOBLOCK`` or when the socket's send timeout expires; nothing
+            was sent.
+
+        Notes
+        -----
+        Never copies unless ``copy=True``, the payload is below ``copy_threshold``,
+        ``A`` is a sparse strided view, or ``format="json"`` meets a non-C layout.
+        Returns when the message is queued in libzmq, not when it is transmitted.
+        """
+        env = check_envelope(envelope)
+        header, payload = encode_body(A, format)
+        parts = [*env, header, payload]
+        trackers = await self._send_parts(
+            parts, [False] * (len(parts) - 1) + [True], flags, copy, track
+        )
+        if not track:
+            return None
+        return trackers[0] if trackers else _DONE
+
+    async def send_arrays(
+        self,
+        arrays: Arrays,
+        flags: int = 0,
+        copy: bool = False,
+        track: bool = True,
+        meta: Mapping[str, Any] | None = None,
+        envelope: Sequence[Any] | None = None,
+    ) -> zmq.MessageTracker | None:
+        """Send several arrays and a meta dict as one message; see :func:`zarray.send_arrays`.
+
+        Parameters
+        ----------
+        arrays : sequence or mapping of numpy.ndarray
+            The arrays; a mapping's keys (str) name them.
+        flags : int
+            ZeroMQ send flags.
+        copy : bool
+            If False (the default), send the arrays' memory without copying.
+        track : bool
+            If True (the default), return one tracker covering every payload.
+        meta : dict, optional
+            Standard-JSON metadata.
+        envelope : sequence of bytes-like, optional
+            Frames sent before zarray's own.
+
+        Returns
+        -------
+        zmq.MessageTracker or None
+            Done once libzmq references none of the arrays' memory.
+
+        Raises
+        ------
+        UnsupportedArrayError
+            For an unsendable array, a non-str name or a meta JSON cannot encode;
+            nothing was sent.
+        zmq.Again
+            With ``zmq.NOBLOCK`` or when the send timeout expires; nothing was sent.
+
+        Notes
+        -----
+        Same copy rules as :meth:`send_array`, for each array.
+        """
+        env = check_envelope(envelope)
+        parts, payloads = encode_arrays(arrays, meta)
+        trackers = await self._send_parts(
+            env + parts, [False] * len(env) + payloads, flags, copy, track
+        )
+        if not track:
+            return None
+        return zmq.MessageTracker(*trackers)
+
+    @overload
+    async def recv_array(
+        self,
+        flags: int = 0,
+        copy: bool = False,
+        envelope: Literal[False] = False,
+        out: NDArray | None = None,
+    ) -> NDArray: ...
+    @overload
+    async def recv_array(
+        self,
+        flags: int = 0,
+        copy: bool = False,
+        *,
+        envelope: Literal[True],
+        out: NDArray | None = None,
+    ) -> tuple[list[bytes], NDArray]: ...
+    @overload
+    async def recv_array(
+        self,
+        flags: int = 0,
+        copy: bool = False,
+        envelope: bool = False,
+        out: NDArray | None = None,
+    ) -> NDArray | tuple[list[bytes], NDArray]: ...
+    async def recv_array(
+        self,
+        flags: int = 0,
+        copy: bool = False,
+        envelope: bool = False,
+        out: NDArray | None = None,
+    ) -> NDArray | tuple[list[bytes], NDArray]:
+        """Receive one array; see :func:`zarray.recv_array`.
+
+        Parameters
+        ----------
+        flags : int
+            ZeroMQ receive flags.
+        copy : bool
+            If True, return an array that owns its memory (one copy).
+        envelope : bool
+            If True, return ``(envelope_frames, array)``.
+        out : numpy.ndarray, optional
+            A writeable C-contiguous array of the message's dtype and shape to copy
+            the payload into; it is returned.
+
+        Returns
+        -------
+        numpy.ndarray or tuple of (list of bytes, numpy.ndarray)
+            The array (or ``out``), with the envelope frames if asked for.
+
+        Raises
+        ------
+        HeaderError
+            For a malformed message, several arrays, or one that does not fit ``out``;
+            the whole message has been received.
+        zmq.Again
+            With ``zmq.NOBLOCK`` or when the receive timeout expires; nothing was
+            consumed.
+
+        Notes
+        -----
+        With ``copy=False`` the array views the received frame; it is copied once
+        only when the frame is misaligned for the dtype. Under asyncio the message is
+        received whole first, so ``out`` gets one copy from the received frame (the
+        same single copy ``Socket.recv_into`` makes inside libzmq).
+        """
+        if out is not None:
+            check_out(out)
+        frames = await self.recv_multipart(flags, copy=False)
+        start, kind = locate(frames)
+        if out is None:
+            A = decode_array(frames, start, kind, copy)
+        else:
+            fields = fields_of(frames, start, kind)
+            check_match(out, decode_dtype(*fields[:3]), fields[3])
+            copy_into(out, fields, frames[start + 1])
+            A = out
+        if envelope:
+            return envelope_of(frames, start), A
+        return A
+
+    @overload
+    async def recv_arrays(
+        self, flags: int = 0, copy: bool = False, envelope: Literal[False] = False
+    ) -> Received: ...
+    @overload
+    async def recv_arrays(
+        self, flags: int = 0, copy: bool = False, *, envelope: Literal[True]
+    ) -> tuple[list[bytes], Received]: ...
+    @overload
+    async def recv_arrays(
+        self, flags: int = 0, copy: bool = False, envelope: bool = False
+    ) -> Received | tuple[list[bytes], Received]: ...
+    async def recv_arrays(
+        self, flags: int = 0, copy: bool = False, envelope: bool = False
+    ) -> Received | tuple[list[bytes], Received]:
+        """Receive several arrays and their meta; see :func:`zarray.recv_arrays`.
+
+        Parameters
+        ----------
+        flags : int
+            ZeroMQ receive flags.
+        copy : bool
+            If True, every array owns its memory (one copy each).
+        envelope : bool
+            If True, return ``(envelope_frames, (arrays, meta))``.
+
+        Returns
+        -------
+        tuple of (list or dict of numpy.ndarray, dict)
+            The arrays as sent (list or dict) and the meta dict.
+
+        Raises
+        ------
+        HeaderError
+            For a malformed message; it has been received whole.
+        zmq.Again
+            With ``zmq.NOBLOCK`` or when the receive timeout expires; nothing was
+            consumed.
+
+        Notes
+        -----
+        With ``copy=False`` every array views its received frame.
+        """
+        frames = await self.recv_multipart(flags, copy=False)
+        start, kind = locate(frames)
+        result = decode_arrays(frames, start, kind, copy)
+        if envelope:
+            return envelope_of(frames, start), result
+        return result
+
+
+class Context(zmq.asyncio.Context):
+    """A :class:`zmq.asyncio.Context` whose ``socket()`` makes :class:`zarray.asyncio.Socket`.
+
+    Notes
+    -----
+    Nothing is copied by the context; see :class:`zarray.asyncio.Socket`.
+    """
+
+    _socket_class = Socket
+    # Not the base class's singleton: instance() must make a zarray.asyncio.Context.
+    _instance = None
+
+    def socket(self, socket_type: int, socket_class: Any = None, **kwargs: Any) -> Socket:
+        """Create a :class:`zarray.asyncio.Socket` (see :meth:`zmq.Context.socket`).
+
+        Parameters
+        ----------
+        socket_type : int
+            The ZeroMQ socket type (``zmq.PUSH``, ``zmq.ROUTER``, ...).
+        socket_class : type, optional
+            Another socket class to make instead.
+        **kwargs
+            Passed to the socket class.
+
+        Returns
+        -------
+        zarray.asyncio.Socket
+            The new socket.
+
+        Notes
+        -----
+        Only typing differs from the base method.
+        """
+        return cast(Socket, super().socket(socket_type, socket_class, **kwargs))
