@@ -21,6 +21,7 @@ Receiving
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -149,6 +150,48 @@ def _aligned_bytes(size: int) -> np.ndarray[Any, Any]:
     return raw[start : start + size]
 
 
+def _layout_aligned(
+    dt: np.dtype[Any], shape: tuple[int, ...], strides: tuple[int, ...], offset: int
+) -> bool:
+    """Whether the layout is aligned for ``dt`` when the buffer itself is aligned."""
+    a = dt.alignment
+    if offset % a:
+        return False
+    return all(s % a == 0 for n, s in zip(shape, strides, strict=True) if n > 1)
+
+
+def _realigned(view: np.ndarray[Any, Any], nbytes: int) -> np.ndarray[Any, Any]:
+    """An aligned copy of a view whose strides or offset are misaligned for its dtype.
+
+    The distinct elements are gathered into a compact array in memory order and
+    zero-stride (broadcast) axes are rebuilt as zero strides on top of it, so a
+    broadcast of a packed record's field stays as small as what arrived. A layout
+    whose distinct elements would still take more than twice the payload (only a
+    hostile header overlaps elements like that) is refused rather than allocated.
+    """
+    shape, strides = view.shape, view.strides
+    core = view[tuple(slice(0, 1) if s == 0 else slice(None) for s in strides)]
+    if core.nbytes > 2 * nbytes + _ALIGN:
+        raise HeaderError(
+            f"layout with strides {strides} is misaligned for {view.dtype} and would take "
+            f"{core.nbytes} bytes to realign from a {nbytes}-byte payload"
+        )
+    compact: np.ndarray[Any, Any] = np.empty_like(core, order="K")
+    if view.dtype.itemsize and core.size:
+        # Copy whole items as raw bytes: a record copy would skip its padding.
+        items = np.dtype((np.void, view.dtype.itemsize))
+        np.copyto(compact.view(items), core.view(items))
+    if core.shape == shape:
+        return compact
+    if compact.size == 0 or not view.dtype.itemsize:
+        return np.empty(shape, view.dtype)  # no element to hold
+    wide = tuple(0 if s == 0 else c for s, c in zip(strides, compact.strides, strict=True))
+    # A byte view as the buffer: numpy will not export datetime64 arrays directly.
+    raw = compact.ravel(order="K").view(np.uint8)
+    out: np.ndarray[Any, Any] = np.ndarray(shape, view.dtype, raw, 0, wide)
+    return out
+
+
 def _owned_copy(
     payload: Any,
     dt: np.dtype[Any],
@@ -157,9 +200,18 @@ def _owned_copy(
     offset: int,
     nbytes: int,
 ) -> np.ndarray[Any, Any]:
-    """Copy the payload exactly once into memory that the result owns (or is a view of)."""
+    """Copy the payload exactly once into aligned memory that the result owns.
+
+    C- and Fortran-ordered payloads land in a fresh ``numpy.empty`` array. Other
+    layouts keep their strides in a private 64-byte aligned buffer, unless the strides
+    or offset themselves are misaligned for the dtype (a packed record's field, a
+    hostile header): then the elements are gathered into a compact aligned array.
+    """
+    if math.prod(shape) == 0:
+        # No element is ever read, so the offset is moot: drop it and keep the strides.
+        offset = 0
     src: Any = np.frombuffer(payload, np.uint8) if nbytes else None
-    if offset == 0 and nbytes == dt.itemsize * int(np.prod(shape, dtype=np.int64)):
+    if offset == 0 and nbytes == dt.itemsize * math.prod(shape):
         for order in ("C", "F"):
             out = np.empty(shape, dt, order=order)
             if out.strides == strides or out.ndim == 0:
@@ -167,11 +219,13 @@ def _owned_copy(
                     flat = out.T if order == "F" else out
                     np.copyto(flat.reshape(-1).view(np.uint8), src)
                 return out
+    if not _layout_aligned(dt, shape, strides, offset):
+        return _realigned(np.ndarray(shape, dt, payload, offset, strides), nbytes)
     buf = _aligned_bytes(nbytes)
     if nbytes:
         np.copyto(buf, src)
-    view: np.ndarray[Any, Any] = np.ndarray(shape, dt, buf, offset, strides)
-    return view
+    strided: np.ndarray[Any, Any] = np.ndarray(shape, dt, buf, offset, strides)
+    return strided
 
 
 def array_from(header: Any, payload: Any, copy: bool = False) -> np.ndarray[Any, Any]:

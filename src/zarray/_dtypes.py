@@ -24,7 +24,7 @@ __all__ = ["EncodedDtype", "decode_dtype", "encode_dtype"]
 
 # Byte order, kind, itemsize; datetimes may carry a [unit] or [multiple unit].
 _TYPESTR = re.compile(
-    r"(?:[<>|][biufcSUV][0-9]{1,10}|[<>][mM]8(?:\[[0-9]{0,10}(?:Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as)\])?)"
+    r"(?:[<>|][biufcSUV][0-9]{1,10}|[<>][mM]8(?:\[(?:[1-9][0-9]{0,9})?(?:Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as)\])?)"
 )
 _MAX_DEPTH = 32
 _CACHE_LIMIT = 1024

@@ -18,6 +18,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcpy
 
 from zarray._header cimport Fields, pack_c, parse_c, _MAX_NDIM
 
@@ -74,9 +75,10 @@ def unpack_array(object header, object payload, dict decode_cache):
     """View ``payload`` as the array ``header`` describes, or return None.
 
     ``header`` and ``payload`` must be ``bytes`` or ``zmq.Frame`` (objects whose memory
-    never moves while they live). Returns None when the dtype is not in
-    ``decode_cache`` (descriptor bytes -> dtype) or the view would be misaligned, so
-    the caller's general path can build the dtype or make an aligned copy. Raises
+    never moves while they live). A misaligned C- or Fortran-ordered payload is copied
+    once into a fresh aligned array. Returns None when the dtype is not in
+    ``decode_cache`` (descriptor bytes -> dtype) or the view would be misaligned in
+    another layout, so the caller's general path can build the dtype or copy. Raises
     ``HeaderError`` for a malformed header or a payload of the wrong length.
     """
     cdef Py_buffer hview, pview
@@ -86,7 +88,7 @@ def unpack_array(object header, object payload, dict decode_cache):
     cdef cnp.npy_intp dims[_MAX_NDIM]
     cdef cnp.npy_intp strides[_MAX_NDIM]
     cdef int i, flags
-    cdef cnp.ndarray arr
+    cdef cnp.ndarray arr, fresh
     PyObject_GetBuffer(header, &hview, PyBUF_SIMPLE)
     try:
         parse_c(<const uint8_t*>hview.buf, hview.len, &h)
@@ -116,6 +118,24 @@ def unpack_array(object header, object payload, dict decode_cache):
         PyBuffer_Release(&pview)
     # The array keeps the frame (and so libzmq's message) alive for as long as it lives.
     cnp.set_array_base(arr, payload)
-    if not cnp.PyArray_ISALIGNED(arr):
+    if cnp.PyArray_ISALIGNED(arr):
+        return arr
+    # libzmq puts frames wherever its allocator or receive buffer did (small frames at
+    # 2 mod 8, say). A C- or Fortran-ordered payload is copied once into a fresh
+    # array, which numpy allocates aligned; any other misaligned layout is left to
+    # the general path.
+    if h.offset != 0 or not (flags_of(arr) & _CONTIGUOUS) or \
+            <uint64_t>cnp.PyArray_NBYTES(arr) != h.nbytes:
         return None
-    return arr
+    Py_INCREF(dt)  # PyArray_NewFromDescr steals it
+    fresh = PyArray_NewFromDescr(
+        <PyTypeObject*>cnp.ndarray, <cnp.PyArray_Descr*>dt, h.ndim, dims, strides,
+        NULL, 0, NULL)
+    memcpy(cnp.PyArray_DATA(fresh), cnp.PyArray_DATA(arr), h.nbytes)
+    if h.readonly:
+        cnp.PyArray_CLEARFLAGS(fresh, cnp.NPY_ARRAY_WRITEABLE)
+    return fresh
+
+
+cdef inline int flags_of(cnp.ndarray arr) noexcept:
+    return cnp.PyArray_FLAGS(arr)

@@ -260,8 +260,9 @@ def unpack(buf):
         return _as_tuple(&h)
     try:
         PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-    except (TypeError, BufferError) as exc:
-        raise HeaderError(f"header is not a contiguous byte buffer: {exc}") from None
+    except (TypeError, ValueError, BufferError):
+        raise HeaderError(
+            f"header is not a contiguous byte buffer (got {type(buf).__name__})") from None
     try:
         parse_c(<const uint8_t*>view.buf, view.len, &h)
         return _as_tuple(&h)

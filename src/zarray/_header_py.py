@@ -142,8 +142,10 @@ def unpack(buf: Any) -> HeaderFields:
     """Parse a header frame (see ``zarray._header.unpack``)."""
     try:
         data = memoryview(buf).cast("B")
-    except TypeError as exc:
-        raise HeaderError(f"header is not a contiguous byte buffer: {exc}") from None
+    except (TypeError, ValueError, BufferError):
+        raise HeaderError(
+            f"header is not a contiguous byte buffer (got {type(buf).__name__})"
+        ) from None
     n = len(data)
     if n < 4 or data[:4] != MAGIC:
         raise HeaderError(

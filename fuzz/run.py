@@ -1,0 +1,213 @@
+"""Run zarray's fuzz harnesses for a bounded time and report how many inputs they tried.
+
+    python fuzz/run.py                      # CI: 30 s per harness, 60 s in all
+    python fuzz/run.py --seconds 3600       # a long run: one hour per harness
+    python fuzz/run.py --seconds 600 --harness recv --workdir fuzz/work
+
+Each harness runs in its own process under atheris (libFuzzer), seeded with
+``fuzz/corpus/<harness>/``; new interesting inputs go to ``--workdir`` (a temporary
+directory unless given, so the committed seed corpus never changes by itself). A crash
+(any exception other than zarray's own errors, a mismatch between the codecs or with
+the reference, a hang past ``-timeout``, or RSS past ``--rss-limit-mb``) stops that
+harness; its input is written to ``--artifacts`` and the exit status is 1. Turn each
+such input into a regression test: copy it to ``fuzz/regressions/`` (it is replayed by
+tests/reliability/test_fuzz_regressions.py) and write a named test for it.
+
+Without atheris (e.g. a Python for which it has no wheel), a plain mutational loop
+over the same seeds drives the same harness functions (no coverage guidance); the
+report says which engine ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+HARNESSES = ("header", "recv")
+
+
+def _have_atheris() -> bool:
+    try:
+        import atheris  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_atheris(
+    harness: str, seconds: int, workdir: Path, artifacts: Path, rss_limit_mb: int
+) -> dict[str, Any]:
+    """One harness under libFuzzer; returns its figures."""
+    corpus = workdir / harness
+    corpus.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        str(HERE / f"fuzz_{harness}.py"),
+        f"-max_total_time={seconds}",
+        f"-rss_limit_mb={rss_limit_mb}",
+        "-timeout=10",
+        "-print_final_stats=1",
+        f"-artifact_prefix={artifacts}/{harness}-",
+        str(corpus),
+        str(HERE / "corpus" / harness),
+    ]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    elapsed = time.monotonic() - t0
+    log = proc.stderr + proc.stdout
+    m = re.search(r"stat::number_of_executed_units:\s*(\d+)", log)
+    runs = int(m.group(1)) if m else 0
+    crashes = sorted(str(p) for p in artifacts.glob(f"{harness}-*"))
+    result: dict[str, Any] = {
+        "harness": harness,
+        "engine": "atheris",
+        "inputs": runs,
+        "seconds": round(elapsed, 1),
+        "returncode": proc.returncode,
+        "crashes": crashes,
+        "ok": proc.returncode == 0 and not crashes and runs > 0,
+    }
+    if not result["ok"]:
+        tail = [ln for ln in log.splitlines() if "# Uses:" not in ln][-60:]
+        result["log_tail"] = "\n".join(tail)
+    return result
+
+
+def _mutate(rng: random.Random, data: bytes, seeds: list[bytes]) -> bytes:
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(7)
+        if op == 0 and buf:  # flip a bit
+            i = rng.randrange(len(buf))
+            buf[i] ^= 1 << rng.randrange(8)
+        elif op == 1 and buf:  # set a byte to an interesting value
+            buf[rng.randrange(len(buf))] = rng.choice((0, 1, 0x7F, 0x80, 0xFF, rng.randrange(256)))
+        elif op == 2 and buf:  # truncate
+            del buf[rng.randrange(len(buf)) :]
+        elif op == 3:  # insert random bytes
+            i = rng.randrange(len(buf) + 1)
+            buf[i:i] = rng.randbytes(rng.randint(1, 8))
+        elif op == 4 and buf:  # duplicate a chunk
+            i = rng.randrange(len(buf))
+            j = min(len(buf), i + rng.randint(1, 64))
+            buf[j:j] = buf[i:j]
+        elif op == 5:  # splice with another seed
+            other = rng.choice(seeds)
+            cut = rng.randrange(len(buf) + 1)
+            buf = buf[:cut] + other[rng.randrange(len(other) + 1) :]
+        elif op == 6 and len(buf) >= 8:  # overwrite 8 bytes with an edge integer
+            i = rng.randrange(len(buf) - 7)
+            value = rng.choice((0, 1, 2**63 - 1, 2**63, 2**64 - 1, rng.getrandbits(64)))
+            buf[i : i + 8] = value.to_bytes(8, "little")
+    return bytes(buf)
+
+
+def run_fallback(harness: str, seconds: int, artifacts: Path, seed: int) -> dict[str, Any]:
+    """A plain mutational loop over the seeds (no coverage guidance), in this process."""
+    sys.path.insert(0, str(HERE))
+    module = importlib.import_module(f"fuzz_{harness}")
+    seeds = [p.read_bytes() for p in sorted((HERE / "corpus" / harness).glob("*.bin"))]
+    seeds += [p.read_bytes() for p in sorted((HERE / "regressions").glob(f"{harness}-*"))]
+    rng = random.Random(seed)
+    runs = 0
+    crashes: list[str] = []
+    t0 = time.monotonic()
+    try:
+        for data in seeds:
+            module.TestOneInput(data)
+            runs += 1
+        while time.monotonic() - t0 < seconds:
+            data = _mutate(rng, rng.choice(seeds), seeds)
+            try:
+                module.TestOneInput(data)
+            except Exception:
+                artifacts.mkdir(parents=True, exist_ok=True)
+                path = artifacts / f"{harness}-crash-{runs}"
+                path.write_bytes(data)
+                crashes.append(str(path))
+                raise
+            runs += 1
+    except Exception as exc:  # report, do not hide: the caller exits 1
+        return {
+            "harness": harness,
+            "engine": "fallback",
+            "inputs": runs,
+            "seconds": round(time.monotonic() - t0, 1),
+            "crashes": crashes,
+            "ok": False,
+            "log_tail": f"{type(exc).__name__}: {exc}"[:4000],
+        }
+    finally:
+        if hasattr(module, "close"):
+            module.close()
+    return {
+        "harness": harness,
+        "engine": "fallback",
+        "inputs": runs,
+        "seconds": round(time.monotonic() - t0, 1),
+        "crashes": crashes,
+        "ok": True,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=int, default=30, help="per harness (default 30)")
+    p.add_argument("--harness", choices=HARNESSES, action="append", help="default: all")
+    p.add_argument("--workdir", type=Path, help="keep the grown corpus here")
+    p.add_argument("--artifacts", type=Path, default=None, help="where crash inputs go")
+    p.add_argument("--rss-limit-mb", type=int, default=1024)
+    p.add_argument("--engine", choices=("auto", "atheris", "fallback"), default="auto")
+    p.add_argument("--seed", type=int, default=0, help="fallback engine's random seed")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    a = p.parse_args(argv)
+    engine = a.engine
+    if engine == "auto":
+        engine = "atheris" if _have_atheris() else "fallback"
+    if engine == "atheris" and not _have_atheris():
+        p.error("atheris is not installed: pip install atheris")
+    tmp = Path(tempfile.mkdtemp(prefix="zarray-fuzz-"))
+    artifacts = a.artifacts or (tmp / "artifacts")
+    workdir = a.workdir or (tmp / "corpus")
+    results = []
+    try:
+        for harness in a.harness or HARNESSES:
+            if engine == "atheris":
+                r = run_atheris(harness, a.seconds, workdir, artifacts, a.rss_limit_mb)
+            else:
+                r = run_fallback(harness, a.seconds, artifacts, a.seed)
+            results.append(r)
+            status = "ok" if r["ok"] else "FAILED"
+            print(
+                f"fuzz_{harness}: {r['inputs']:,} inputs in {r['seconds']} s "
+                f"({r['engine']}), {len(r['crashes'])} crashes: {status}",
+                flush=True,
+            )
+            if not r["ok"]:
+                print(r.get("log_tail", ""), file=sys.stderr)
+                for crash in r["crashes"]:
+                    print(f"  crash input: {crash}", file=sys.stderr)
+        total = sum(r["inputs"] for r in results)
+        print(f"fuzz total: {total:,} inputs tried, engine {engine}")
+        if a.json:
+            a.json.write_text(json.dumps({"engine": engine, "total": total, "runs": results}))
+    finally:
+        if a.artifacts is None and all(r["ok"] for r in results):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

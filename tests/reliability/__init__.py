@@ -1,0 +1,1 @@
+"""zarray reliability suite: fuzzing, load, faults, memory and transport security."""
