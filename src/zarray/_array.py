@@ -45,6 +45,9 @@ __all__ = [
 SPAN_OVERHEAD = 0.25
 
 _ALIGN = 64
+# The payload of every empty array: no bytes, read-only, shared.
+_NO_BYTES = np.empty(0, np.uint8)
+_NO_BYTES.flags.writeable = False
 
 
 class Header(NamedTuple):
@@ -106,14 +109,14 @@ def prepare(A: Any) -> tuple[bytes, Any]:
 
 def _empty(
     A: np.ndarray[Any, Any], descr: bytes, structured: bool, itemsize: int, readonly: bool
-) -> tuple[bytes, bytes]:
+) -> tuple[bytes, np.ndarray[Any, Any]]:
     strides = []
     step = itemsize
     for n in reversed(A.shape):
         strides.append(step)
         step *= max(n, 1)
     header = pack(descr, structured, itemsize, A.shape, tuple(reversed(strides)), 0, 0, readonly)
-    return header, b""
+    return header, _NO_BYTES
 
 
 class _Span:

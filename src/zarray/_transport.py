@@ -123,10 +123,15 @@ def send_array(
     # Once the header is queued, the payload must follow whatever happens, so that
     # the peer never sees a half message; libzmq accepts the remaining parts of a
     # message without applying the high-water mark, so dropping NOBLOCK cannot block.
-    tracker = socket.send(payload, flags & ~_NOBLOCK, copy=copy, track=track)
-    if not track:
-        return None
-    return tracker if tracker is not None else _DONE
+    if copy or payload.nbytes < socket.copy_threshold:
+        # Below the threshold a copy is cheaper than tracking (bench/RESULTS.md);
+        # deciding here spares pyzmq's own check, which costs a memoryview per call.
+        socket.send(payload, flags & ~_NOBLOCK, copy=True)
+        return _DONE if track else None
+    tracker: zmq.MessageTracker | None = socket.send(
+        payload, flags & ~_NOBLOCK, copy=False, track=track
+    )
+    return tracker
 
 
 def check_envelope(envelope: Sequence[Any] | None) -> list[Any]:
