@@ -34,6 +34,7 @@ __all__ = [
     "SPAN_OVERHEAD",
     "Header",
     "array_from",
+    "is_own_memory",
     "pack_header",
     "prepare",
     "rebuild",
@@ -140,6 +141,14 @@ def _byte_view(A: np.ndarray[Any, Any], start: int, size: int) -> np.ndarray[Any
     """
     address = A.__array_interface__["data"][0] + start
     return np.asarray(_Span(A, address, size))
+
+
+def is_own_memory(payload: Any, A: Any) -> bool:
+    """Whether a payload from :func:`prepare` is ``A``'s own memory rather than a copy."""
+    if payload is A:
+        return True
+    base = getattr(payload, "base", None)
+    return isinstance(base, _Span) and base.owner is A
 
 
 def _address(a: np.ndarray[Any, Any]) -> int:

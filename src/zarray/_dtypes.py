@@ -33,6 +33,8 @@ _CACHE_LIMIT = 1024
 EncodedDtype = tuple[bytes, bool, int, bool]
 #: dtype -> EncodedDtype; also read by zarray._fastpath.
 encode_cache: dict[np.dtype[Any], EncodedDtype] = {}
+#: the same for align=True records, which the fast path leaves alone.
+aligned_encode_cache: dict[np.dtype[Any], EncodedDtype] = {}
 #: descriptor bytes -> dtype; also read by zarray._fastpath.
 decode_cache: dict[bytes, np.dtype[Any]] = {}
 
@@ -46,7 +48,10 @@ def encode_dtype(dt: np.dtype[Any]) -> EncodedDtype:
         For object dtypes, dtypes holding objects, StringDType and any other dtype
         that has no exact type string or structured description.
     """
-    enc = encode_cache.get(dt)
+    # An align=True record compares (and hashes) equal to the same record without the
+    # flag, so the two must not share a cache entry.
+    cache = aligned_encode_cache if dt.isalignedstruct else encode_cache
+    enc = cache.get(dt)
     if enc is not None:
         return enc
     if dt.kind == "T":
@@ -67,13 +72,20 @@ def encode_dtype(dt: np.dtype[Any]) -> EncodedDtype:
         text = json.dumps(
             _describe_struct(dt, 0), ensure_ascii=False, separators=(",", ":"), allow_nan=False
         )
-        enc = (text.encode("utf-8"), True, dt.itemsize, _buffer_ok(dt))
+        try:
+            raw = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UnsupportedArrayError(
+                f"dtype {dt!r} has a field name or title that is not valid Unicode text "
+                f"(it cannot be encoded as UTF-8: {exc.reason})"
+            ) from None
+        enc = (raw, True, dt.itemsize, _buffer_ok(dt))
     else:
         _check_simple(dt)
         enc = (dt.str.encode("ascii"), False, dt.itemsize, _buffer_ok(dt))
-    if len(encode_cache) >= _CACHE_LIMIT:
-        encode_cache.clear()
-    encode_cache[dt] = enc
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[dt] = enc
     return enc
 
 

@@ -32,6 +32,9 @@ cdef extern from "numpy/arrayobject.h":
                                 cnp.npy_intp* dims, cnp.npy_intp* strides, void* data,
                                 int flags, PyObject* obj)
 
+cdef extern from "numpy/ndarraytypes.h":
+    enum: NPY_ALIGNED_STRUCT
+
 cdef int _CONTIGUOUS = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_F_CONTIGUOUS
 
 
@@ -56,6 +59,10 @@ def pack_array(object A, dict encode_cache):
         return None
     nbytes = cnp.PyArray_NBYTES(arr)
     if nbytes <= 0:
+        return None
+    if cnp.PyDataType_FLAGS(<cnp.dtype>cnp.PyArray_DESCR(arr)) & NPY_ALIGNED_STRUCT:
+        # An align=True record compares equal to its twin without the flag, so it
+        # cannot share a cache keyed by dtype; it takes the general path.
         return None
     entry = PyDict_GetItem(encode_cache, <object>cnp.PyArray_DESCR(arr))
     if entry is NULL:

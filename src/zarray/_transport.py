@@ -14,7 +14,7 @@ import numpy as np
 import zmq
 
 from zarray import _json_recipe
-from zarray._array import array_from, prepare
+from zarray._array import array_from, is_own_memory, prepare
 from zarray._codec import unpack
 from zarray._dtypes import decode_dtype, encode_dtype
 from zarray._message import (
@@ -131,6 +131,8 @@ def send_array(
     tracker: zmq.MessageTracker | None = socket.send(
         payload, flags & ~_NOBLOCK, copy=False, track=track
     )
+    if track and payload is not A and not is_own_memory(payload, A):
+        return _DONE  # a compacted view: libzmq holds zarray's private copy, not A
     return tracker
 
 
