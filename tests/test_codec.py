@@ -19,6 +19,7 @@ from common import (
     INT64_MAX,
     LAYOUTS,
     MAGIC,
+    NUMPY_MAXDIMS,
     build_header,
     c_strides,
     expected_wire,
@@ -387,7 +388,7 @@ def test_malformed_header(twins: Twins, case: str) -> None:
 TRUNCATABLE = {
     "f8-1d": np.zeros(3),
     "0d": np.array(1.5),
-    "ndim64": np.zeros((1,) * 64, "u1"),
+    "ndim64": np.zeros((1,) * NUMPY_MAXDIMS, "u1"),
     "record": np.zeros(2, [("a", "<i4"), ("b", [("c", ">f8", (2,))])]),
 }
 

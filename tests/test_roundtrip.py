@@ -14,6 +14,7 @@ from common import (
     DTYPES,
     KINDS,
     LAYOUTS,
+    NUMPY_MAXDIMS,
     REPRESENTATIVE_DTYPES,
     UNSUPPORTED,
     SocketMaker,
@@ -26,6 +27,7 @@ from common import (
 )
 
 import zarray
+import zarray._header_py
 
 Pair = tuple[zmq.Socket[Any], zmq.Socket[Any]]
 
@@ -107,6 +109,7 @@ def test_broadcast_sends_only_distinct_data(pair: Pair) -> None:
     assert not B.flags.writeable  # broadcast_to views are read-only
 
 
+@pytest.mark.skipif(NUMPY_MAXDIMS < 64, reason="numpy 1.x arrays have at most 32 dimensions")
 def test_ndim_64(pair: Pair) -> None:
     sender, receiver = pair
     for shape in [(1,) * 64, (2,) * 10 + (1,) * 54, (1,) * 63 + (0,)]:
@@ -296,3 +299,15 @@ def test_object_refusal_names_the_problem() -> None:
         zarray.pack_header(np.ma.masked_array([1.0]))
     with pytest.raises(zarray.UnsupportedArrayError, match="ndarray"):
         zarray.pack_header([1, 2, 3])
+
+
+@pytest.mark.skipif(NUMPY_MAXDIMS >= 64, reason="numpy 2 holds all 64 dimensions")
+def test_ndim_beyond_this_numpy_is_a_header_error(inproc_pair: Pair) -> None:
+    """numpy 1.x stops at 32 dimensions: a valid 64-dimension header is refused cleanly."""
+    sender, receiver = inproc_pair
+    header = zarray._header_py.pack(b"<i4", False, 4, (1,) * 64, (4,) * 64, 0, 4, False)
+    sender.send_multipart([header, b"\0\0\0\0"])
+    with pytest.raises(zarray.HeaderError, match="ndim 64 exceeds the 32 dimensions"):
+        zarray.recv_array(receiver)
+    zarray.send_array(sender, np.arange(3))
+    np.testing.assert_array_equal(zarray.recv_array(receiver), np.arange(3))

@@ -31,6 +31,7 @@ from zarray._dtypes import decode_cache, decode_dtype, encode_cache, encode_dtyp
 from zarray.errors import HeaderError, UnsupportedArrayError
 
 __all__ = [
+    "NUMPY_MAXDIMS",
     "SPAN_OVERHEAD",
     "Header",
     "array_from",
@@ -46,6 +47,19 @@ __all__ = [
 SPAN_OVERHEAD = 0.25
 
 _ALIGN = 64
+
+
+def _numpy_maxdims() -> int:
+    try:
+        np.empty((1,) * 64)
+    except ValueError:
+        return 32  # numpy 1.x
+    return 64
+
+
+#: The most dimensions this numpy allows (64 on numpy 2, 32 on numpy 1.x). The wire
+#: format carries up to 64; a header with more than numpy can hold is refused here.
+NUMPY_MAXDIMS = _numpy_maxdims()
 # The payload of every empty array: no bytes, read-only, shared.
 _NO_BYTES = np.empty(0, np.uint8)
 _NO_BYTES.flags.writeable = False
@@ -261,6 +275,11 @@ def rebuild(fields: tuple[Any, ...], payload: Any, copy: bool = False) -> np.nda
     """
     descr, structured, itemsize, shape, strides, offset, nbytes, readonly = fields
     dt = decode_dtype(descr, structured, itemsize)
+    if len(shape) > NUMPY_MAXDIMS:
+        raise HeaderError(
+            f"ndim {len(shape)} exceeds the {NUMPY_MAXDIMS} dimensions numpy "
+            f"{np.__version__} supports"
+        )
     size = len(payload)
     if size != nbytes:
         raise HeaderError(f"payload is {size} bytes, but the header says {nbytes}")
