@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -135,20 +136,37 @@ def test_consumer_sigkill_with_zero_copy_sends_in_flight(
     push.setsockopt(zmq.SNDBUF, 64 * 1024)
     sent: list[np.ndarray[Any, Any]] = []
     trackers: list[zmq.MessageTracker] = []
+
+    def offer() -> bool:
+        A = make_array(len(sent), 1, "large")
+        try:
+            tracker = zarray.send_array(push, A, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        assert tracker is not None
+        sent.append(A)
+        trackers.append(tracker)
+        return True
+
     with spawn("pull", *args) as consumer:
         push.connect(ctrl.expect("bound")["endpoint"])
-        for seq in range(200):
-            A = make_array(seq, 1, "large")
-            try:
-                tracker = zarray.send_array(push, A, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            assert tracker is not None
-            sent.append(A)
-            trackers.append(tracker)
-        else:
-            pytest.fail("the queues never filled: zmq.Again never came")
+        while offer():
+            if len(sent) > 200:
+                pytest.fail("the queues never filled: zmq.Again never came")
         ctrl.expect("stalled")
+        # The first Again only says the sender's own queue was full at that moment:
+        # the consumer's libzmq and both kernels may still have been taking messages.
+        # Top the pipeline up until it has refused every offer for half a second;
+        # the consumer reads nothing more, so from then on nothing can move.
+        refused = 0
+        while refused < 10:
+            if offer():
+                refused = 0
+            else:
+                refused += 1
+                time.sleep(0.05)
+            if len(sent) > 400:
+                pytest.fail("the stalled consumer kept taking messages")
         # libzmq holds the last frames (queued or being written): not done.
         assert not trackers[-1].done
         consumer.kill()
