@@ -13,6 +13,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
+import zarray
 from zarray import _bench
 
 __all__ = ["main"]
@@ -93,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="zarray",
         description="zarray: zero-copy numpy arrays over ZeroMQ.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {zarray.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     bench = sub.add_parser(
         "bench",
