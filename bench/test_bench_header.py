@@ -27,7 +27,7 @@ def _paths() -> dict[str, Callable[[Any, Any], Any]]:
     paths: dict[str, Callable[[Any, Any], Any]] = {}
     for codec in ("cython", "python"):
         try:
-            paths[codec] = _bench._header_roundtrip_fn(codec).roundtrip
+            paths[codec] = _bench.header_path(codec).roundtrip
         except _bench.BenchError:
             pass
     paths["json"] = _bench.json_recipe_header_roundtrip
@@ -74,7 +74,7 @@ def test_header_ratio(
     seconds = 0.2 if quick else 2.0
     A, payload = image
     times = {name: _best(fn, (A, payload), seconds) for name, fn in PATHS.items()}
-    active = _bench._header_roundtrip_fn("active").codec
+    active = _bench.header_path("active").codec
     z = times[active]
     parts = ", ".join(f"{name} {t * 1e6:.2f} µs" for name, t in times.items())
     report(
