@@ -42,3 +42,24 @@ def test_version(entry: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"zarray {zarray.__version__}\n"
     assert zarray.__version__[0].isdigit()
+
+
+# Runs ``python -m zarray`` with matplotlib unimportable, as on a machine without the
+# bench extra: a None entry in sys.modules makes every ``import matplotlib`` fail.
+_NO_MATPLOTLIB = (
+    "import runpy, sys; sys.modules['matplotlib'] = None; "
+    "runpy.run_module('zarray', run_name='__main__', alter_sys=True)"
+)
+
+
+def test_plot_without_matplotlib_fails_before_measuring(tmp_path: Path) -> None:
+    png = tmp_path / "bench.png"
+    # Arguments that would measure for many minutes (7 methods x 4 batches x 30 s):
+    # getting past the check would hit the subprocess timeout instead of returning.
+    args = ["bench", "--plot", str(png), "--sizes", "64MiB", "--time", "30", "--no-progress"]
+    result = _run([sys.executable, "-c", _NO_MATPLOTLIB, *args], cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--plot needs matplotlib" in result.stderr
+    assert 'pip install "zarray[bench]"' in result.stderr
+    assert result.stdout == ""  # not even the banner that precedes the measurements
+    assert not png.exists()

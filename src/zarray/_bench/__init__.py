@@ -52,6 +52,7 @@ from zarray._bench.methods import (
     available_methods,
 )
 from zarray._bench.report import (
+    check_plotting,
     format_speedups,
     format_table,
     machine_info,
@@ -79,6 +80,7 @@ __all__ = [
     "Progress",
     "Result",
     "available_methods",
+    "check_plotting",
     "check_received",
     "check_sizes",
     "format_size",

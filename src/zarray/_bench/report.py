@@ -12,6 +12,7 @@ import math
 import os
 import platform
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
 import zmq
@@ -23,6 +24,7 @@ from zarray._bench.measure import Result
 from zarray._bench.methods import BASELINE, METHODS, PlotStyle
 
 __all__ = [
+    "check_plotting",
     "format_speedups",
     "format_table",
     "machine_info",
@@ -110,6 +112,26 @@ def machine_title(info: dict[str, str] | None = None) -> str:
     return f"{i['cpu']}, {i['cores']} cores, {i['platform']}"
 
 
+def _matplotlib() -> tuple[ModuleType, ModuleType]:
+    """``(matplotlib.pyplot, matplotlib.ticker)`` with the file-only Agg backend."""
+    matplotlib = importlib.import_module("matplotlib")
+    matplotlib.use("Agg")
+    return importlib.import_module("matplotlib.pyplot"), importlib.import_module(
+        "matplotlib.ticker"
+    )
+
+
+def check_plotting() -> None:
+    """Import what :func:`plot_results` needs, so a missing package fails before a run.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib (the ``bench`` extra) cannot be imported.
+    """
+    _matplotlib()
+
+
 def plot_results(
     results: Sequence[Result],
     path: str,
@@ -127,10 +149,7 @@ def plot_results(
     ImportError
         If matplotlib is not installed.
     """
-    matplotlib = importlib.import_module("matplotlib")
-    matplotlib.use("Agg")
-    plt = importlib.import_module("matplotlib.pyplot")
-    ticker = importlib.import_module("matplotlib.ticker")
+    plt, ticker = _matplotlib()
     info = info or machine_info()
 
     order = list(dict.fromkeys(r.method for r in results))
