@@ -46,6 +46,16 @@ def _methods_epilog() -> str:
         "batch lasts about --time seconds; the median of --repeat batches is shown.",
         "GB/s counts array bytes (10**9 per GB); 'vs raw' is throughput relative to",
         "raw pyzmq frames of the same size (always measured, as the floor).",
+        "",
+        "Who can connect: pickle5 decodes with pickle, and so does msgpack (msgpack-",
+        "numpy unpickles any message that claims to hold an object array), so whoever",
+        "could send to a benchmark socket could run code as you. The ipc",
+        "socket is in a directory only you can enter. A tcp port on 127.0.0.1 is one",
+        "that any local user can connect to while the benchmark runs; the benchmark's",
+        "socket therefore admits only its own peer, which proves a random password",
+        "(ZeroMQ PLAIN, handed over a private pipe) in the handshake: others are",
+        "refused before any frame. PLAIN sends that password in clear over loopback,",
+        "which only root can read. See docs/SECURITY.md.",
     ]
     return "\n".join(lines)
 
@@ -113,10 +123,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=_bench.TRANSPORTS,
         default="ipc",
         help=(
-            "ipc (default): a socket file in a temporary directory, peer in a second "
-            "process; tcp: 127.0.0.1, peer in a second process; inproc: the peer is a "
-            "second thread of this process, because an inproc endpoint cannot be "
-            "reached from another process"
+            "ipc (default): a socket file in a private (mode 0700) temporary directory, "
+            "peer in a second process; tcp: a port on 127.0.0.1, peer in a second "
+            "process (see 'who can connect' below); inproc: the peer is a second "
+            "thread of this process, because an inproc endpoint cannot be reached from "
+            "another process"
         ),
     )
     bench.add_argument(

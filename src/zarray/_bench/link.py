@@ -7,12 +7,24 @@ peer is a separate process started with the ``spawn`` method for ``ipc://`` and
 endpoint only exists inside one ZeroMQ context and so cannot cross a process boundary.
 Commands and acknowledgements travel over a ``multiprocessing`` pipe, the arrays over
 a ZeroMQ PAIR socket pair that the driver binds and the peer connects.
+
+**Only the running user's peer gets in.** Some methods decode with ``pickle`` (pickle5,
+and msgpack-numpy for object arrays), so a stranger on the data socket could run code
+as the user. The ``ipc`` socket file lives in a fresh directory that
+``tempfile.mkdtemp`` creates with mode 0700, which no other user can enter. A
+``tcp`` port on 127.0.0.1 can be reached by every local user, so the driver's socket
+is a ZeroMQ PLAIN server that admits only the peer holding this link's random
+password, handed to it over the private pipe; any other connection fails its
+handshake before a frame is exchanged. (PLAIN sends the password in clear over
+loopback, which only root can read; it does not encrypt data, so throughput is as
+without it.) ``inproc`` endpoints exist only inside this process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import secrets
 import shutil
 import tempfile
 import threading
@@ -24,11 +36,15 @@ from typing import Any
 
 import numpy as np
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from zarray._bench.arrays import Array, BenchError, Expected, MiB, check_received
 from zarray._bench.methods import METHODS, Method, Socket
 
 __all__ = ["QUEUE_BYTES", "TRANSPORTS", "Link", "process_memory", "reset_peak_memory"]
+
+# The PLAIN user name of the peer on a tcp link (the password is what is secret).
+_PLAIN_USER = "zarray-bench-peer"
 
 TRANSPORTS = ("ipc", "tcp", "inproc")
 
@@ -89,7 +105,8 @@ def _drain(sock: Socket) -> None:
 def _peer_loop(conn: Connection, ctx: zmq.Context[Any], timeout_ms: int) -> None:
     """Serve the driver's commands until ``("stop",)`` or the pipe closes.
 
-    Commands: ``("open", endpoint, hwm)`` connects a fresh PAIR socket;
+    Commands: ``("open", endpoint, hwm, password)`` connects a fresh PAIR socket (with
+    PLAIN credentials when ``password`` is not None);
     ``("recv", method, nbytes, dtype, count)`` receives and checks ``count`` messages;
     ``("echo", method, nbytes, dtype)`` sends back every message it receives, checked,
     until the driver writes on the pipe; ``("memory",)`` reports the peer's RSS, and
@@ -118,6 +135,9 @@ def _peer_loop(conn: Connection, ctx: zmq.Context[Any], timeout_ms: int) -> None
                     sock.linger = 0
                     sock.rcvtimeo = sock.sndtimeo = timeout_ms
                     sock.rcvhwm = sock.sndhwm = cmd[2]
+                    if cmd[3] is not None:
+                        sock.plain_username = _PLAIN_USER.encode()
+                        sock.plain_password = cmd[3].encode()
                     sock.connect(cmd[1])
                     conn.send(("ok", 0))
                 elif op == "recv":
@@ -196,8 +216,9 @@ class Link:
     Parameters
     ----------
     transport : {"ipc", "tcp", "inproc"}
-        ``ipc``: a socket file in a fresh temporary directory; ``tcp``: 127.0.0.1 on
-        an ephemeral port; ``inproc``: the peer is a thread of this process.
+        ``ipc``: a socket file in a fresh private (0700) temporary directory; ``tcp``:
+        127.0.0.1 on an ephemeral port, admitting only this link's peer (PLAIN with a
+        random password); ``inproc``: the peer is a thread of this process.
     timeout : float
         Seconds any single wait (a send, a receive, an acknowledgement) may take
         before the benchmark fails instead of hanging.
@@ -222,6 +243,8 @@ class Link:
         self._hwm = 0
         self._opened = 0
         self._tmpdir: str | None = None
+        self._auth: ThreadAuthenticator | None = None
+        self._password: str | None = None
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._thread: threading.Thread | None = None
         #: True once the peer is out of step (after a timeout); see :meth:`reset`.
@@ -239,7 +262,16 @@ class Link:
                 self._thread.start()
             else:
                 if self.transport == "ipc":
+                    # Mode 0700: no other user can enter it, so none can reach the socket.
                     self._tmpdir = tempfile.mkdtemp(prefix="zarray-bench-")
+                else:
+                    # The password goes to the peer over the pipe, never over the socket
+                    # before the handshake; the authenticator answers the driver's
+                    # socket's ZAP requests (libzmq refuses PLAIN without a handler).
+                    self._password = secrets.token_hex(32)
+                    self._auth = ThreadAuthenticator(self._ctx)
+                    self._auth.start()
+                    self._auth.configure_plain(domain="*", passwords={_PLAIN_USER: self._password})
                 mp = multiprocessing.get_context("spawn")
                 self._proc = mp.Process(
                     target=_peer_process_main,
@@ -296,13 +328,19 @@ class Link:
             # A new file per socket: libzmq unlinks and closes asynchronously.
             sock.bind(f"ipc://{self._tmpdir}/{self._opened}.sock")
         elif self.transport == "tcp":
+            sock.plain_server = True
             sock.bind("tcp://127.0.0.1:*")
         else:
             sock.bind(f"inproc://zarray-bench-{id(self)}-{self._opened}")
         self._sock = sock
         self._hwm = hwm
-        self._request("open", sock.get_string(zmq.LAST_ENDPOINT), hwm)
+        self._request("open", sock.get_string(zmq.LAST_ENDPOINT), hwm, self._password)
         return sock
+
+    @property
+    def endpoint(self) -> str | None:
+        """The data socket's endpoint (None before the first measurement)."""
+        return None if self._sock is None else self._sock.get_string(zmq.LAST_ENDPOINT)
 
     # -- measurements
 
@@ -397,6 +435,9 @@ class Link:
             if self._sock is not None:
                 self._sock.close(linger=0)
                 self._sock = None
+            if self._auth is not None:
+                self._auth.stop()
+                self._auth = None
             if self._thread is not None and self._thread.is_alive():
                 # A hung peer thread still owns a socket of this context; destroying
                 # the context would close that socket under its feet. It is a daemon
