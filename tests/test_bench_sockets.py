@@ -44,6 +44,15 @@ def context() -> Iterator[zmq.Context[Any]]:
     ctx.destroy(linger=0)
 
 
+# Which failure the stranger's side reports depends on timing (the server may close the
+# connection before its error reply is read); any of them means it was refused.
+FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+)
+
+
 def _handshake(ctx: zmq.Context[Any], endpoint: str, password: bytes | None) -> int:
     """Connect a stranger's PAIR socket; return the first handshake event it sees."""
     sock = ctx.socket(zmq.PAIR)
@@ -59,11 +68,7 @@ def _handshake(ctx: zmq.Context[Any], endpoint: str, password: bytes | None) -> 
             if not monitor.poll(1000):
                 continue
             event: int = recv_monitor_message(monitor)["event"]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED or event in (
-                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
-                zmq.EVENT_HANDSHAKE_FAILED_AUTH,
-                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
-            ):
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED or event in FAILED:
                 return event
         raise AssertionError("no handshake event within 20 s")
     finally:
@@ -73,16 +78,11 @@ def _handshake(ctx: zmq.Context[Any], endpoint: str, password: bytes | None) -> 
 
 
 @pytest.mark.parametrize(
-    ("password", "refusal"),
-    [
-        (None, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL),  # no credentials at all
-        (b"guess", zmq.EVENT_HANDSHAKE_FAILED_AUTH),  # the right user, a wrong password
-    ],
+    "password",
+    [None, b"guess"],  # no credentials at all; the right user name with a wrong password
     ids=["no-credentials", "wrong-password"],
 )
-def test_tcp_link_refuses_strangers(
-    context: zmq.Context[Any], password: bytes | None, refusal: int
-) -> None:
+def test_tcp_link_refuses_strangers(context: zmq.Context[Any], password: bytes | None) -> None:
     with _bench.Link("tcp", timeout=30) as link:
         assert link.stream(PICKLE5, A, 10) > 0
         endpoint = link.endpoint
@@ -90,5 +90,7 @@ def test_tcp_link_refuses_strangers(
         assert endpoint.startswith("tcp://127.0.0.1:")
         # Any local user can open a connection to the port; the handshake refuses it
         # before a frame could be sent to the driver or received from it.
-        assert _handshake(context, endpoint, password) == refusal
+        event = _handshake(context, endpoint, password)
+        assert event != zmq.EVENT_HANDSHAKE_SUCCEEDED
+        assert event in FAILED
         assert link.stream(PICKLE5, A, 10) > 0  # and the link's own peer is unaffected
