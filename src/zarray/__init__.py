@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from zarray._array import Header, pack_header, unpack_header
+from zarray._array import Header, frombuffer, pack_header, unpack_header
 from zarray._multi import recv_arrays, send_arrays
 from zarray._serialize import deserialize, serialize
 from zarray._socket import Context, Socket
@@ -34,6 +34,7 @@ __all__ = [
     "ZarrayError",
     "__version__",
     "deserialize",
+    "frombuffer",
     "pack_header",
     "recv_array",
     "recv_arrays",

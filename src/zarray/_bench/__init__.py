@@ -39,7 +39,12 @@ from zarray._bench.arrays import (
     parse_size,
     parse_sizes,
 )
-from zarray._bench.header import HeaderPath, header_path, json_recipe_header_roundtrip
+from zarray._bench.header import (
+    PUBLIC_PATHS,
+    HeaderPath,
+    header_path,
+    json_recipe_header_roundtrip,
+)
 from zarray._bench.link import TRANSPORTS, Link, process_memory, reset_peak_memory
 from zarray._bench.measure import Progress, Result, measure, measure_many, run_bench, warmup_count
 from zarray._bench.methods import (
@@ -66,6 +71,7 @@ __all__ = [
     "DEFAULT_METHODS",
     "DEFAULT_SIZES",
     "METHODS",
+    "PUBLIC_PATHS",
     "REGISTRY",
     "TRANSPORTS",
     "BenchError",

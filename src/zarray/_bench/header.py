@@ -1,8 +1,9 @@
 """The header path alone (pack + unpack + rebuild), for ``bench/test_bench_header.py``.
 
 No socket is involved: each path takes the array and a payload (as ``recv(copy=False)``
-would return it) and returns the rebuilt array. zarray's internal path with either
-codec, zarray's public functions, and the JSON recipe of pyzmq's serialization guide.
+would return it, or any other buffer) and returns the rebuilt array: zarray's internal
+path with either codec (:func:`header_path`), zarray's public non-socket functions
+(:data:`PUBLIC_PATHS`), and the JSON recipe of pyzmq's serialization guide.
 """
 
 from __future__ import annotations
@@ -17,7 +18,36 @@ from zmq.utils import jsonapi
 import zarray
 from zarray._bench.arrays import Array, BenchError
 
-__all__ = ["HeaderPath", "header_path", "json_recipe_header_roundtrip"]
+__all__ = [
+    "PUBLIC_PATHS",
+    "HeaderPath",
+    "frombuffer_roundtrip",
+    "header_path",
+    "json_recipe_header_roundtrip",
+    "serialize_roundtrip",
+]
+
+
+def serialize_roundtrip(A: Array, payload: Any) -> Array:
+    """``serialize`` on the sender, ``deserialize`` of what arrives: header + payload.
+
+    What ``send_serialized(A, zarray.serialize)`` and ``recv_serialized(zarray.deserialize)``
+    run around the socket; the payload frame that arrives stands in for ``A``'s memory.
+    """
+    header = zarray.serialize(A)[0]
+    return zarray.deserialize([header, payload])
+
+
+def frombuffer_roundtrip(A: Array, payload: Any) -> Array:
+    """``pack_header`` on the sender, ``frombuffer`` of the header and payload on arrival."""
+    return zarray.frombuffer(zarray.pack_header(A), payload)
+
+
+#: zarray's public non-socket header paths, by name: what a user's own code calls.
+PUBLIC_PATHS: dict[str, Callable[[Array, Any], Array]] = {
+    "serialize": serialize_roundtrip,
+    "frombuffer": frombuffer_roundtrip,
+}
 
 
 def json_recipe_header_roundtrip(A: Array, payload: Any) -> Array:
