@@ -33,6 +33,7 @@ Lifetime of a pending send
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
@@ -56,6 +57,7 @@ from zarray._message import (
 )
 from zarray._multi import Arrays, Received
 from zarray._payload import SMALL, USER, StageSettings
+from zarray._shm import PoolBusy
 from zarray._transport import Compress, Format
 
 if TYPE_CHECKING:
@@ -171,8 +173,14 @@ class Socket(StageSettings, zmq.asyncio.Socket):
         Returns when the message is queued in libzmq, not when it is transmitted.
         """
         stage = self.stage_for(shm, compress, format)
-        message = outgoing_array(self, A, envelope, format, stage, flags)
-        return await self._send_outgoing(message, flags, copy, track)
+        while True:
+            try:
+                message = outgoing_array(self, A, envelope, format, stage, flags)
+            except PoolBusy as busy:
+                # A full shared-memory pool: wait for room off the event loop.
+                await asyncio.get_running_loop().run_in_executor(None, busy.wait)
+            else:
+                return await self._send_outgoing(message, flags, copy, track)
 
     async def send_arrays(
         self,
@@ -225,8 +233,13 @@ class Socket(StageSettings, zmq.asyncio.Socket):
         Same copy rules as :meth:`send_array`, for each array.
         """
         stage = self.stage_for(shm, compress, "zarray")
-        message = outgoing_arrays(self, arrays, meta, envelope, stage, flags)
-        return await self._send_outgoing(message, flags, copy, track)
+        while True:
+            try:
+                message = outgoing_arrays(self, arrays, meta, envelope, stage, flags)
+            except PoolBusy as busy:
+                await asyncio.get_running_loop().run_in_executor(None, busy.wait)
+            else:
+                return await self._send_outgoing(message, flags, copy, track)
 
     @overload
     async def recv_array(
