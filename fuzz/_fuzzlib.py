@@ -145,11 +145,14 @@ def reference(frames: list[bytes]) -> Outcome:
     if kind == "json":
         return ("json", payload)
     try:
-        descr, structured, itemsize, shape, strides, offset, nbytes, readonly = _header_py.unpack(
-            header
-        )
+        fields = _header_py.unpack(header)
+        descr, structured, itemsize, shape, strides, offset, nbytes, readonly = fields[:8]
         dt = decode_dtype(descr, structured, itemsize)
     except zarray.HeaderError:
+        return ("err", "HeaderError")
+    if fields[8] or fields[10]:
+        # A compressed payload or a shared-memory reference: mutated bytes never make
+        # a valid one (a reference names a pool that does not exist here).
         return ("err", "HeaderError")
     if len(payload) != nbytes:
         return ("err", "HeaderError")

@@ -76,10 +76,10 @@ def check_unpack(data: bytes) -> None:
         if public != cy:
             raise Mismatch(f"unpack_header and the codec differ on {data!r}: {public} vs {cy}")
         return
-    descr, structured, itemsize, shape, strides, offset, nbytes, readonly = cy[1]
+    descr, structured, itemsize, shape, strides, offset, nbytes, readonly = cy[1][:8]
     # Canonical encoding: the accepted fields re-encode to the very same bytes.
     for pack in (_header.pack, _header_py.pack):
-        again = pack(descr, structured, itemsize, shape, strides, offset, nbytes, readonly)
+        again = pack(*cy[1])
         if again != data:
             raise Mismatch(f"{pack.__module__}.pack does not reproduce {data!r}: {again!r}")
     dt = _fuzzlib.outcome(_dtypes.decode_dtype, descr, structured, itemsize)
@@ -115,13 +115,26 @@ def check_pack(data: bytes) -> None:
     sel = p.uint(1)
     descr = b"x" * 65536 if sel == 255 else p.take(sel % 32)
     structured, readonly = bool(sel & 1), bool(sel & 2)
-    args: tuple[Any, ...] = (descr, structured, itemsize, shape, strides, offset, nbytes, readonly)
+    # codec id, filter id, payload kind: mostly valid values, sometimes anything.
+    enc = p.uint(1)
+    encoding = (enc % 4, (enc >> 2) % 3, (enc >> 4) % 3) if enc < 240 else (p.int_field(),) * 3
+    args: tuple[Any, ...] = (
+        descr,
+        structured,
+        itemsize,
+        shape,
+        strides,
+        offset,
+        nbytes,
+        readonly,
+        *encoding,
+    )
     cy = _fuzzlib.outcome(_header.pack, *args)
     py = _fuzzlib.outcome(_header_py.pack, *args)
     _same(cy, py, "Cython and Python pack", data)
     if cy[0] == "ok":  # a header that pack returns is one that unpack accepts
         back = _header.unpack(cy[1])
-        if back != (descr, structured, itemsize, shape, strides, offset, nbytes, readonly):
+        if back != args:
             raise Mismatch(f"unpack(pack(fields)) != fields for {args!r}")
 
 

@@ -63,8 +63,8 @@ BAD_MESSAGES: dict[str, tuple[Callable[[], list[bytes]], str]] = {
         "unsupported header version 2",
     ),
     "unknown-codec-then-payload": (
-        lambda: [GOOD_HEADER[:6] + b"\x01" + GOOD_HEADER[7:], GOOD.tobytes()],
-        "unknown codec id 1",
+        lambda: [GOOD_HEADER[:6] + b"\x09" + GOOD_HEADER[7:], GOOD.tobytes()],
+        "unknown codec id 9",
     ),
     "bad-geometry-then-payload": (
         lambda: [build_header(b"<f8", (4,), (8,), 8, 24), bytes(24)],

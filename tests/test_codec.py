@@ -139,7 +139,7 @@ def test_golden_bytes_from_each_codec(codec: ModuleType) -> None:
         + b"<i4"
     )
     assert codec.pack(*fields) == golden
-    assert codec.unpack(golden) == fields
+    assert codec.unpack(golden) == (*fields, 0, 0, 0)
     fields_1d = (b"<i2", False, 2, (5,), (-2,), 8, 10, True)
     golden = (
         struct.pack("<4sBBBBBBHIQQQ", MAGIC, 1, 1, 0, 0, 1, 0, 3, 0, 2, 8, 10)
@@ -147,7 +147,7 @@ def test_golden_bytes_from_each_codec(codec: ModuleType) -> None:
         + b"<i2"
     )
     assert codec.pack(*fields_1d) == golden
-    assert codec.unpack(golden) == fields_1d
+    assert codec.unpack(golden) == (*fields_1d, 0, 0, 0)
     assert codec.MAGIC == MAGIC
     assert (codec.VERSION, codec.MAX_NDIM, codec.FIXED_SIZE) == (1, 64, 40)
 
@@ -234,7 +234,8 @@ def test_twins_agree_on_matrix(twins: Twins, dtype: str, layout: str) -> None:
     assert [type(x) for x in fc] == [type(x) for x in fp]
     assert compiled.unpack(memoryview(h)) == pure.unpack(bytearray(h)) == fc
     assert compiled.pack(*fc) == pure.pack(*fp) == h
-    descr, structured, itemsize, shape, strides, offset, nbytes, readonly = fc
+    descr, structured, itemsize, shape, strides, offset, nbytes, readonly = fc[:8]
+    assert fc[8:] == (0, 0, 0)  # a plain payload: no codec, no filter, the next frame
     assert (descr, structured, itemsize) == encode_dtype(A.dtype)[:3]
     assert shape == A.shape
     assert (strides, offset, nbytes) == expected_wire(A)
@@ -300,7 +301,7 @@ def _h(**changes: Any) -> bytes:
 
 def test_good_base_header_is_valid(twins: Twins) -> None:
     for module in twins:
-        assert module.unpack(_h()) == (b"<f8", False, 8, (3,), (8,), 0, 24, False)
+        assert module.unpack(_h()) == (b"<f8", False, 8, (3,), (8,), 0, 24, False, 0, 0, 0)
 
 
 _65 = tuple([1] * 65)
@@ -318,17 +319,24 @@ MALFORMED: dict[str, tuple[bytes, str]] = {
         f"flag-bit-{bit}": (_h(flags=1 << bit), f"unknown flag bits 0x{1 << bit:02x}")
         for bit in range(1, 8)
     },
-    "codec-1": (_h(codec=1), "unknown codec id 1"),
+    "codec-3": (_h(codec=3), "unknown codec id 3"),
     "codec-255": (_h(codec=255), "unknown codec id 255"),
-    "payload-kind-1": (_h(kind=1), "unknown payload kind 1"),
+    "payload-kind-2": (_h(kind=2), "unknown payload kind 2"),
     "payload-kind-255": (_h(kind=255), "unknown payload kind 255"),
+    "filter-2": (_h(codec=1, reserved=2), "unknown filter id 2"),
+    "filter-255": (_h(codec=2, reserved=255), "unknown filter id 255"),
+    "filter-without-codec": (_h(reserved=1), "filter 1 is set without a codec"),
+    "compressed-shared-memory": (_h(codec=1, kind=1), "shared-memory payload cannot be compressed"),
     "ndim-65": (_h(shape=_65, strides=_65), "ndim 65 exceeds the maximum of 64"),
     "ndim-255-short": (_h(ndim=255), "ndim 255 exceeds the maximum of 64"),
     "descriptor-kind-2": (_h(dkind=2), "unknown dtype descriptor kind 2"),
     "descriptor-kind-255": (_h(dkind=255), "unknown dtype descriptor kind 255"),
     **{
-        f"reserved-byte-{12 + i}": (_h(reserved=1 << (8 * i)), "reserved header bytes 12..15")
-        for i in range(4)
+        f"reserved-byte-{12 + i}": (
+            _h(codec=1, reserved=1 << (8 * i)),
+            "reserved header bytes 13..15",
+        )
+        for i in range(1, 4)
     },
     "trailing-byte": (_h() + b"\x00", "1 unexpected bytes after the end of the header"),
     "trailing-100": (_h() + bytes(100), "100 unexpected bytes after the end"),
@@ -441,7 +449,7 @@ def test_pack_accepts_the_limits(twins: Twins) -> None:
     for args in cases:
         h = compiled.pack(*args)
         assert pure.pack(*args) == h
-        assert compiled.unpack(h) == pure.unpack(h) == args
+        assert compiled.unpack(h) == pure.unpack(h) == (*args, 0, 0, 0)
 
 
 NOT_A_BUFFER: dict[str, Any] = {
@@ -622,3 +630,51 @@ def test_int64_limits_in_header_fields(twins: Twins) -> None:
     assert "overflows" in twin_error(
         twins, "unpack", build_header(b"<u2", (INT64_MAX,), (2,), 2, INT64_MAX)
     )
+
+
+# -- the payload encoding bytes (codec id 6, payload kind 7, filter id 12) ----------------
+
+
+def test_golden_bytes_of_the_payload_encoding(codec: ModuleType) -> None:
+    """A zstd + shuffle payload and a shared-memory payload, byte for byte."""
+    fields = (b"<u2", False, 2, (4,), (2,), 0, 8, False)
+    for enc, (b6, b7, b12) in {(2, 1, 0): (2, 0, 1), (0, 0, 1): (0, 1, 0)}.items():
+        golden = (
+            struct.pack("<4sBBBBBBHB3sQQQ", MAGIC, 1, 0, b6, b7, 1, 0, 3, b12, bytes(3), 2, 0, 8)
+            + struct.pack("<2q", 4, 2)
+            + b"<u2"
+        )
+        assert codec.pack(*fields, *enc) == golden
+        assert codec.unpack(golden) == (*fields, *enc)
+        assert codec.set_encoding(codec.pack(*fields), *enc) == golden
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pattern"),
+    [
+        ((3, 0, 0), "unknown codec id 3"),
+        ((1, 2, 0), "unknown filter id 2"),
+        ((0, 0, 2), "unknown payload kind 2"),
+        ((0, 1, 0), "filter 1 is set without a codec"),
+        ((1, 0, 1), "shared-memory payload cannot be compressed"),
+        ((256, 0, 0), "out of range"),
+        ((0, -1, 0), "out of range"),
+    ],
+)
+def test_pack_refuses_bad_encodings(
+    twins: Twins, encoding: tuple[int, int, int], pattern: str
+) -> None:
+    fields = (b"<u2", False, 2, (4,), (2,), 0, 8, False)
+    h = twins[1].pack(*fields)
+    for module in twins:
+        with pytest.raises(zarray.HeaderError, match=pattern):
+            module.pack(*fields, *encoding)
+        with pytest.raises(zarray.HeaderError, match=pattern):
+            module.set_encoding(h, *encoding)
+
+
+def test_set_encoding_needs_a_header(twins: Twins) -> None:
+    for module in twins:
+        for bad in (b"", b"\x93ZAR" + bytes(10), b"\x93ZAQ" + bytes(60)):
+            with pytest.raises(zarray.HeaderError, match="not a zarray header"):
+                module.set_encoding(bad, 1, 0, 0)

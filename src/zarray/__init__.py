@@ -3,7 +3,9 @@
 An array travels as two frames: a compact binary header (dtype, shape, strides,
 offset, length, read-only bit; see docs/FORMAT.md) and the array's own memory,
 handed to libzmq without a copy and rebuilt on arrival as a view of the frame.
-Several arrays with a JSON meta dict travel as one message (``send_arrays``);
+Several arrays with a JSON meta dict travel as one message (``send_arrays``); a
+``SharedPool`` sends arrays to processes on the same host by reference into shared
+memory (``shm=``);
 ``zarray.Context``/``zarray.Socket`` add the functions as socket methods, and
 ``zarray.asyncio`` does the same over ``zmq.asyncio``.
 """
@@ -11,13 +13,23 @@ Several arrays with a JSON meta dict travel as one message (``send_arrays``);
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from zarray._array import Header, frombuffer, pack_header, unpack_header
 from zarray._multi import recv_arrays, send_arrays
 from zarray._serialize import deserialize, serialize
 from zarray._socket import Context, Socket
 from zarray._transport import recv_array, send_array
-from zarray.errors import HeaderError, OutMismatchError, UnsupportedArrayError, ZarrayError
+from zarray.errors import (
+    HeaderError,
+    OutMismatchError,
+    PoolFullError,
+    UnsupportedArrayError,
+    ZarrayError,
+)
+
+if TYPE_CHECKING:
+    from zarray._shm import SharedPool
 
 try:
     __version__ = version("zarray")
@@ -29,6 +41,8 @@ __all__ = [
     "Header",
     "HeaderError",
     "OutMismatchError",
+    "PoolFullError",
+    "SharedPool",
     "Socket",
     "UnsupportedArrayError",
     "ZarrayError",
@@ -43,3 +57,13 @@ __all__ = [
     "serialize",
     "unpack_header",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The shared-memory module (memfd, seals, a side-channel thread) is imported on
+    # first use, so that `import zarray` stays as light as the inline path needs.
+    if name == "SharedPool":
+        from zarray._shm import SharedPool
+
+        return SharedPool
+    raise AttributeError(f"module 'zarray' has no attribute {name!r}")

@@ -304,15 +304,24 @@ def rebuild(fields: tuple[Any, ...], payload: Any, copy: bool = False) -> np.nda
 
     ``payload`` is any object with the buffer protocol (a zmq.Frame, bytes, ...). The
     result views it unless ``copy`` is true or the payload is misaligned for the dtype.
+    A compressed or shared-memory payload frame is first turned into the bytes it
+    stands for by ``zarray._payload.open_payload``.
     """
-    descr, structured, itemsize, shape, strides, offset, nbytes, readonly = fields
-    payload = pinned(payload)
+    descr, structured, itemsize, shape, strides, offset, nbytes, readonly = fields[:8]
     dt = decode_dtype(descr, structured, itemsize)
     if len(shape) > NUMPY_MAXDIMS:
         raise HeaderError(
             f"ndim {len(shape)} exceeds the {NUMPY_MAXDIMS} dimensions numpy "
             f"{np.__version__} supports"
         )
+    if fields[8] or fields[10]:
+        from zarray._payload import open_payload
+
+        payload, owned = open_payload(fields, payload)
+        # Freshly decompressed bytes belong to this array alone and are aligned: a
+        # view of them already is the one copy that copy=True asks for.
+        copy = copy and not owned
+    payload = pinned(payload)
     size = len(payload)
     if size != nbytes:
         raise HeaderError(f"payload is {size} bytes, but the header says {nbytes}")
@@ -378,7 +387,7 @@ def unpack_header(buf: Any) -> Header:
     HeaderError
         If the bytes are not a valid zarray header of a supported version.
     """
-    descr, structured, itemsize, shape, strides, offset, nbytes, readonly = unpack(buf)
+    descr, structured, itemsize, shape, strides, offset, nbytes, readonly = unpack(buf)[:8]
     dt = decode_dtype(descr, structured, itemsize)
     return Header(dt, shape, strides, offset, nbytes, not readonly)
 

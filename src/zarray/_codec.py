@@ -19,17 +19,17 @@ pack_array: Callable[[Any, dict[Any, Any]], bytes | None] | None = None
 unpack_array: Callable[[Any, Any, dict[Any, Any]], Any] | None = None
 
 if os.environ.get("ZARRAY_PUREPYTHON", "") not in ("", "0"):
-    from zarray._header_py import pack, unpack
+    from zarray._header_py import pack, set_encoding, unpack
 
     IMPLEMENTATION = "python"
 else:
     try:
         from zarray._fastpath import pack_array, unpack_array
-        from zarray._header import pack, unpack
+        from zarray._header import pack, set_encoding, unpack
 
         IMPLEMENTATION = "cython"
     except ImportError as _exc:
-        from zarray._header_py import pack, unpack
+        from zarray._header_py import pack, set_encoding, unpack
 
         IMPLEMENTATION = "python"
         if (Path(__file__).parent / "_header.pyx").exists():
@@ -42,4 +42,29 @@ else:
                 stacklevel=2,
             )
 
-__all__ = ["IMPLEMENTATION", "pack", "pack_array", "unpack", "unpack_array"]
+# The values of header bytes 6, 12 and 7 (docs/FORMAT.md); the same in both codecs.
+from zarray._header_py import (  # noqa: E402
+    CODEC_LZ4,
+    CODEC_NONE,
+    CODEC_ZSTD,
+    FILTER_NONE,
+    FILTER_SHUFFLE,
+    KIND_INLINE,
+    KIND_SHM,
+)
+
+__all__ = [
+    "CODEC_LZ4",
+    "CODEC_NONE",
+    "CODEC_ZSTD",
+    "FILTER_NONE",
+    "FILTER_SHUFFLE",
+    "IMPLEMENTATION",
+    "KIND_INLINE",
+    "KIND_SHM",
+    "pack",
+    "pack_array",
+    "set_encoding",
+    "unpack",
+    "unpack_array",
+]

@@ -112,9 +112,10 @@ def unpack_array(object header, object payload, dict decode_cache):
     finally:
         PyBuffer_Release(&hview)
     entry = PyDict_GetItem(decode_cache, key)
-    if entry is NULL or h.ndim > 32:
+    if entry is NULL or h.ndim > 32 or h.codec or h.kind:
         # Past 32 dimensions the general path checks the running numpy's own limit
         # (numpy 1.x stops at 32; this module may be built against numpy 2's 64).
+        # Compressed and shared-memory payloads go through zarray._payload.
         return None
     dt = <cnp.dtype>entry
     if cnp.PyDataType_HASFIELDS(dt) != h.structured or <uint64_t>dt.itemsize != h.itemsize:

@@ -15,9 +15,13 @@ cdef struct Fields:
     int64_t strides[_MAX_NDIM]
     const char* descr
     Py_ssize_t descr_len
+    int codec
+    int filter
+    int kind
 
 cdef bytes pack_c(const char* descr, Py_ssize_t ld, bint structured, uint64_t itemsize,
                   int ndim, const int64_t* shape, const int64_t* strides,
-                  uint64_t offset, uint64_t nbytes, bint readonly)
+                  uint64_t offset, uint64_t nbytes, bint readonly,
+                  int codec=*, int filter=*, int kind=*)
 
 cdef int parse_c(const uint8_t* p, Py_ssize_t n, Fields* h) except -1

@@ -25,12 +25,29 @@ MAX_DESCR = 65535
 FIXED_SIZE = 40
 DESCR_TYPESTR = 0
 DESCR_STRUCT = 1
+# Byte 6: how the payload is compressed (zarray._codecs names them).
+CODEC_NONE = 0
+CODEC_LZ4 = 1
+CODEC_ZSTD = 2
+MAX_CODEC = 2
+# Byte 12: the filter applied before compression.
+FILTER_NONE = 0
+FILTER_SHUFFLE = 1
+MAX_FILTER = 1
+# Byte 7: where the payload is.
+KIND_INLINE = 0
+KIND_SHM = 1
+MAX_KIND = 1
 
 cdef enum:
     _FIXED = 40
     _MAX_DESCR = 65535
     _VERSION = 1
     _FLAG_READONLY = 1
+    _MAX_CODEC = 2
+    _MAX_FILTER = 1
+    _MAX_KIND = 1
+    _KIND_SHM = 1
 
 cdef const char* _MAGIC = b"\x93ZAR"
 
@@ -112,9 +129,29 @@ cdef int _check_geometry(int ndim, const int64_t* shape, const int64_t* strides,
     return 0
 
 
+cdef int _check_encoding(int codec, int filter, int kind) except -1:
+    """Check the codec id, filter id and payload kind (bytes 6, 12 and 7)."""
+    if codec < 0 or codec > _MAX_CODEC:
+        raise HeaderError(
+            f"unknown codec id {codec} (this zarray knows 0 to {_MAX_CODEC}; see docs/FORMAT.md)")
+    if filter < 0 or filter > _MAX_FILTER:
+        raise HeaderError(
+            f"unknown filter id {filter} (this zarray knows 0 to {_MAX_FILTER})")
+    if kind < 0 or kind > _MAX_KIND:
+        raise HeaderError(
+            f"unknown payload kind {kind} (this zarray knows 0, the next frame, "
+            f"and 1, shared memory)")
+    if filter and not codec:
+        raise HeaderError(f"filter {filter} is set without a codec")
+    if codec and kind == _KIND_SHM:
+        raise HeaderError("a shared-memory payload cannot be compressed")
+    return 0
+
+
 cdef bytes pack_c(const char* descr, Py_ssize_t ld, bint structured, uint64_t itemsize,
                   int ndim, const int64_t* shape, const int64_t* strides,
-                  uint64_t offset, uint64_t nbytes, bint readonly):
+                  uint64_t offset, uint64_t nbytes, bint readonly,
+                  int codec=0, int filter=0, int kind=0):
     """Check the fields and write a header; the C entry point behind ``pack``."""
     cdef Py_ssize_t i
     cdef uint8_t* p
@@ -122,19 +159,21 @@ cdef bytes pack_c(const char* descr, Py_ssize_t ld, bint structured, uint64_t it
         raise HeaderError(f"ndim {ndim} exceeds the maximum of {_MAX_NDIM}")
     if ld > _MAX_DESCR:
         raise HeaderError(f"dtype descriptor of {ld} bytes exceeds the maximum of {_MAX_DESCR}")
+    _check_encoding(codec, filter, kind)
     _check_geometry(ndim, shape, strides, itemsize, offset, nbytes)
     out = PyBytes_FromStringAndSize(NULL, _FIXED + 16 * ndim + ld)
     p = <uint8_t*>PyBytes_AS_STRING(out)
     memcpy(p, _MAGIC, 4)
     p[4] = _VERSION
     p[5] = _FLAG_READONLY if readonly else 0
-    p[6] = 0  # codec: none
-    p[7] = 0  # payload kind: next frame
+    p[6] = <uint8_t>codec
+    p[7] = <uint8_t>kind
     p[8] = <uint8_t>ndim
     p[9] = 1 if structured else 0
     p[10] = <uint8_t>(ld & 0xFF)
     p[11] = <uint8_t>(ld >> 8)
-    p[12] = p[13] = p[14] = p[15] = 0
+    p[12] = <uint8_t>filter
+    p[13] = p[14] = p[15] = 0
     _put_u64(p + 16, itemsize)
     _put_u64(p + 24, offset)
     _put_u64(p + 32, nbytes)
@@ -146,16 +185,18 @@ cdef bytes pack_c(const char* descr, Py_ssize_t ld, bint structured, uint64_t it
 
 
 def pack(bytes descr, bint structured, itemsize, tuple shape, tuple strides,
-         offset, nbytes, bint readonly):
+         offset, nbytes, bint readonly, codec=0, filter=0, kind=0):
     """Return the header frame for the given fields.
 
     The fields are checked exactly as ``unpack`` checks them, so a header that this
-    function returns is always one the receiver accepts.
+    function returns is always one the receiver accepts. ``codec``, ``filter`` and
+    ``kind`` say how the payload travels (docs/FORMAT.md); all 0 for a plain payload.
     """
     cdef Py_ssize_t ndim = PyTuple_GET_SIZE(shape)
     cdef int64_t c_shape[_MAX_NDIM]
     cdef int64_t c_strides[_MAX_NDIM]
     cdef uint64_t c_itemsize, c_offset, c_nbytes
+    cdef uint8_t c_codec, c_filter, c_kind
     cdef Py_ssize_t i
     if ndim > _MAX_NDIM:
         raise HeaderError(f"ndim {ndim} exceeds the maximum of {_MAX_NDIM}")
@@ -165,16 +206,49 @@ def pack(bytes descr, bint structured, itemsize, tuple shape, tuple strides,
         c_itemsize = itemsize
         c_offset = offset
         c_nbytes = nbytes
+        c_codec = codec
+        c_filter = filter
+        c_kind = kind
         for i in range(ndim):
             c_shape[i] = shape[i]
             c_strides[i] = strides[i]
     except OverflowError:
         # Let the twin name the offending field, so both raise the same message.
         from zarray._header_py import pack as py_pack
-        py_pack(descr, structured, itemsize, shape, strides, offset, nbytes, readonly)
+        py_pack(descr, structured, itemsize, shape, strides, offset, nbytes, readonly,
+                codec, filter, kind)
         raise  # unreachable: the twin raises HeaderError for any out-of-range field
     return pack_c(PyBytes_AS_STRING(descr), PyBytes_GET_SIZE(descr), structured, c_itemsize,
-                  <int>ndim, c_shape, c_strides, c_offset, c_nbytes, readonly)
+                  <int>ndim, c_shape, c_strides, c_offset, c_nbytes, readonly,
+                  c_codec, c_filter, c_kind)
+
+
+def set_encoding(bytes header, codec, filter, kind):
+    """Return a copy of a header frame with its codec id, filter id and payload kind set.
+
+    The payload stage uses this to describe a payload that travels compressed or in
+    shared memory; the rest of the header (the array it describes) is unchanged.
+    """
+    cdef uint8_t c_codec, c_filter, c_kind
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(header)
+    cdef uint8_t* p
+    try:
+        c_codec = codec
+        c_filter = filter
+        c_kind = kind
+    except OverflowError:
+        from zarray._header_py import set_encoding as py_set_encoding
+        py_set_encoding(header, codec, filter, kind)
+        raise  # unreachable: the twin raises HeaderError for any out-of-range value
+    _check_encoding(c_codec, c_filter, c_kind)
+    if n < _FIXED or memcmp(PyBytes_AS_STRING(header), _MAGIC, 4) != 0:
+        raise HeaderError("not a zarray header: too short or bad magic")
+    out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(header), n)
+    p = <uint8_t*>PyBytes_AS_STRING(out)
+    p[6] = c_codec
+    p[7] = c_kind
+    p[12] = c_filter
+    return out
 
 
 cdef int parse_c(const uint8_t* p, Py_ssize_t n, Fields* h) except -1:
@@ -195,18 +269,14 @@ cdef int parse_c(const uint8_t* p, Py_ssize_t n, Fields* h) except -1:
             f"unsupported header version {p[4]} (this zarray reads version {_VERSION})")
     if p[5] & ~_FLAG_READONLY:
         raise HeaderError(f"unknown flag bits 0x{p[5] & ~_FLAG_READONLY:02x} set")
-    if p[6] != 0:
-        raise HeaderError(f"unknown codec id {p[6]} (this zarray knows only 0, no codec)")
-    if p[7] != 0:
-        raise HeaderError(
-            f"unknown payload kind {p[7]} (this zarray knows only 0, payload in the next frame)")
+    _check_encoding(p[6], p[12], p[7])
     ndim = p[8]
     if ndim > _MAX_NDIM:
         raise HeaderError(f"ndim {ndim} exceeds the maximum of {_MAX_NDIM}")
     if p[9] > 1:
         raise HeaderError(f"unknown dtype descriptor kind {p[9]}")
-    if p[12] or p[13] or p[14] or p[15]:
-        raise HeaderError("reserved header bytes 12..15 are not zero")
+    if p[13] or p[14] or p[15]:
+        raise HeaderError("reserved header bytes 13..15 are not zero")
     ld = p[10] | (p[11] << 8)
     need = _FIXED + 16 * ndim + ld
     if n < need:
@@ -226,6 +296,9 @@ cdef int parse_c(const uint8_t* p, Py_ssize_t n, Fields* h) except -1:
         h.strides[i] = <int64_t>_get_u64(p + _FIXED + 8 * (ndim + i))
     h.descr = <const char*>(p + _FIXED + 16 * ndim)
     h.descr_len = ld
+    h.codec = p[6]
+    h.filter = p[12]
+    h.kind = p[7]
     _check_geometry(ndim, h.shape, h.strides, h.itemsize, h.offset, h.nbytes)
     return 0
 
@@ -243,15 +316,15 @@ cdef tuple _as_tuple(Fields* h):
         Py_INCREF(v)
         PyTuple_SET_ITEM(strides, i, v)
     return (PyBytes_FromStringAndSize(h.descr, h.descr_len), h.structured, h.itemsize,
-            shape, strides, h.offset, h.nbytes, h.readonly)
+            shape, strides, h.offset, h.nbytes, h.readonly, h.codec, h.filter, h.kind)
 
 
 def unpack(buf):
     """Parse a header frame (any object with the buffer protocol).
 
-    Returns ``(descr, structured, itemsize, shape, strides, offset, nbytes, readonly)``
-    and raises ``HeaderError`` for anything malformed. Nothing is allocated in
-    proportion to a header field before that field has been checked.
+    Returns ``(descr, structured, itemsize, shape, strides, offset, nbytes, readonly,
+    codec, filter, kind)`` and raises ``HeaderError`` for anything malformed. Nothing is
+    allocated in proportion to a header field before that field has been checked.
     """
     cdef Py_buffer view
     cdef Fields h

@@ -19,16 +19,48 @@ MAX_DESCR = 65535
 FIXED_SIZE = 40
 DESCR_TYPESTR = 0
 DESCR_STRUCT = 1
+CODEC_NONE = 0
+CODEC_LZ4 = 1
+CODEC_ZSTD = 2
+MAX_CODEC = 2
+FILTER_NONE = 0
+FILTER_SHUFFLE = 1
+MAX_FILTER = 1
+KIND_INLINE = 0
+KIND_SHM = 1
+MAX_KIND = 1
 
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
 _FLAG_READONLY = 1
 # magic, version, flags, codec, kind, ndim, descriptor kind, descriptor length,
-# reserved, itemsize, offset, nbytes
-_FIXED = struct.Struct("<4sBBBBBBHIQQQ")
+# filter, reserved (3 bytes), itemsize, offset, nbytes
+_FIXED = struct.Struct("<4sBBBBBBHB3sQQQ")
 assert _FIXED.size == FIXED_SIZE
 
-HeaderFields = tuple[bytes, bool, int, tuple[int, ...], tuple[int, ...], int, int, bool]
+# descr, structured, itemsize, shape, strides, offset, nbytes, readonly, codec, filter, kind
+HeaderFields = tuple[
+    bytes, bool, int, tuple[int, ...], tuple[int, ...], int, int, bool, int, int, int
+]
+
+
+def _check_encoding(codec: int, filter: int, kind: int) -> None:
+    """Check the codec id, filter id and payload kind (bytes 6, 12 and 7)."""
+    if not 0 <= codec <= MAX_CODEC:
+        raise HeaderError(
+            f"unknown codec id {codec} (this zarray knows 0 to {MAX_CODEC}; see docs/FORMAT.md)"
+        )
+    if not 0 <= filter <= MAX_FILTER:
+        raise HeaderError(f"unknown filter id {filter} (this zarray knows 0 to {MAX_FILTER})")
+    if not 0 <= kind <= MAX_KIND:
+        raise HeaderError(
+            f"unknown payload kind {kind} (this zarray knows 0, the next frame, "
+            f"and 1, shared memory)"
+        )
+    if filter and not codec:
+        raise HeaderError(f"filter {filter} is set without a codec")
+    if codec and kind == KIND_SHM:
+        raise HeaderError("a shared-memory payload cannot be compressed")
 
 
 def _check_geometry(
@@ -100,6 +132,9 @@ def pack(
     offset: int,
     nbytes: int,
     readonly: bool,
+    codec: int = 0,
+    filter: int = 0,
+    kind: int = 0,
 ) -> bytes:
     """Return the header frame for the given fields (see ``zarray._header.pack``)."""
     ndim = len(shape)
@@ -119,23 +154,43 @@ def pack(
         _in_range(n, _INT64_MIN, _INT64_MAX, "dimension")
     for s in strides:
         _in_range(s, _INT64_MIN, _INT64_MAX, "stride")
+    _in_range(codec, 0, 255, "codec")
+    _in_range(filter, 0, 255, "filter")
+    _in_range(kind, 0, 255, "kind")
+    _check_encoding(codec, filter, kind)
     _check_geometry(shape, strides, itemsize, offset, nbytes)
     fixed = _FIXED.pack(
         MAGIC,
         VERSION,
         _FLAG_READONLY if readonly else 0,
-        0,
-        0,
+        codec,
+        kind,
         ndim,
         1 if structured else 0,
         len(descr),
-        0,
+        filter,
+        b"\0\0\0",
         itemsize,
         offset,
         nbytes,
     )
     dims = struct.pack(f"<{2 * ndim}q", *shape, *strides)
     return fixed + dims + descr
+
+
+def set_encoding(header: bytes, codec: int, filter: int, kind: int) -> bytes:
+    """A copy of ``header`` with codec, filter and kind set (see ``zarray._header``)."""
+    _in_range(codec, 0, 255, "codec")
+    _in_range(filter, 0, 255, "filter")
+    _in_range(kind, 0, 255, "kind")
+    _check_encoding(codec, filter, kind)
+    if len(header) < FIXED_SIZE or header[:4] != MAGIC:
+        raise HeaderError("not a zarray header: too short or bad magic")
+    out = bytearray(header)
+    out[6] = codec
+    out[7] = kind
+    out[12] = filter
+    return bytes(out)
 
 
 def unpack(buf: Any) -> HeaderFields:
@@ -153,27 +208,34 @@ def unpack(buf: Any) -> HeaderFields:
         )
     if n < FIXED_SIZE:
         raise HeaderError(f"header truncated: {n} bytes, the fixed part alone is {FIXED_SIZE}")
-    (_, version, flags, codec, kind, ndim, dkind, ld, reserved, itemsize, offset, nbytes) = (
-        _FIXED.unpack_from(data)
-    )
+    (
+        _,
+        version,
+        flags,
+        codec,
+        kind,
+        ndim,
+        dkind,
+        ld,
+        filter,
+        reserved,
+        itemsize,
+        offset,
+        nbytes,
+    ) = _FIXED.unpack_from(data)
     if version != VERSION:
         raise HeaderError(
             f"unsupported header version {version} (this zarray reads version {VERSION})"
         )
     if flags & ~_FLAG_READONLY:
         raise HeaderError(f"unknown flag bits 0x{flags & ~_FLAG_READONLY:02x} set")
-    if codec != 0:
-        raise HeaderError(f"unknown codec id {codec} (this zarray knows only 0, no codec)")
-    if kind != 0:
-        raise HeaderError(
-            f"unknown payload kind {kind} (this zarray knows only 0, payload in the next frame)"
-        )
+    _check_encoding(codec, filter, kind)
     if ndim > MAX_NDIM:
         raise HeaderError(f"ndim {ndim} exceeds the maximum of {MAX_NDIM}")
     if dkind > 1:
         raise HeaderError(f"unknown dtype descriptor kind {dkind}")
-    if reserved:
-        raise HeaderError("reserved header bytes 12..15 are not zero")
+    if reserved != b"\0\0\0":
+        raise HeaderError("reserved header bytes 13..15 are not zero")
     need = FIXED_SIZE + 16 * ndim + ld
     if n < need:
         raise HeaderError(
@@ -186,4 +248,16 @@ def unpack(buf: Any) -> HeaderFields:
     strides = tuple(dims[ndim:])
     _check_geometry(shape, strides, itemsize, offset, nbytes)
     descr = bytes(data[FIXED_SIZE + 16 * ndim : need])
-    return (descr, dkind == 1, itemsize, shape, strides, offset, nbytes, bool(flags & 1))
+    return (
+        descr,
+        dkind == 1,
+        itemsize,
+        shape,
+        strides,
+        offset,
+        nbytes,
+        bool(flags & 1),
+        codec,
+        filter,
+        kind,
+    )

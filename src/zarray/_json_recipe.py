@@ -37,7 +37,15 @@ import numpy as np
 from zarray._dtypes import encode_dtype
 from zarray.errors import HeaderError, UnsupportedArrayError
 
-__all__ = ["MAX_RECIPE", "RecipeFields", "encode", "looks_like_recipe", "parse", "parse_header"]
+__all__ = [
+    "MAX_RECIPE",
+    "RecipeFields",
+    "encode",
+    "is_view",
+    "looks_like_recipe",
+    "parse",
+    "parse_header",
+]
 
 #: Largest JSON frame accepted as a recipe header, in bytes.
 MAX_RECIPE = 65536
@@ -54,9 +62,12 @@ _NAME = (
 _CODE = r"[<>|=]?(?:[biufcSUV][0-9]{1,10}|[mM]8" + _UNIT + r")"
 _DTYPE = re.compile(rf"(?:{_NAME}|{_CODE})")
 
-# (descriptor, structured, itemsize, shape, strides, offset, nbytes, readonly): the
-# field tuple of zarray._codec.unpack, so zarray._array.rebuild can build the array.
-RecipeFields = tuple[bytes, bool, int, tuple[int, ...], tuple[int, ...], int, int, bool]
+# (descriptor, structured, itemsize, shape, strides, offset, nbytes, readonly, codec,
+# filter, kind): the field tuple of zarray._codec.unpack, so zarray._array.rebuild can
+# build the array. A recipe payload is always plain: codec, filter and kind are 0.
+RecipeFields = tuple[
+    bytes, bool, int, tuple[int, ...], tuple[int, ...], int, int, bool, int, int, int
+]
 
 
 def looks_like_recipe(prefix: bytes) -> bool:
@@ -125,7 +136,7 @@ def parse_header(head: Any) -> RecipeFields:
         if total > _INT64_MAX:
             raise HeaderError(f"JSON recipe shape {shape} overflows a 64-bit byte count")
     strides = _c_strides(shape, itemsize)
-    return (dt.str.encode("ascii"), False, itemsize, shape, strides, 0, total, False)
+    return (dt.str.encode("ascii"), False, itemsize, shape, strides, 0, total, False, 0, 0, 0)
 
 
 def parse(head: Any, payload_size: int) -> RecipeFields:
@@ -169,3 +180,11 @@ def encode(A: Any) -> tuple[bytes, Any]:
     # flat byte view of the same (C-contiguous) memory carries the same bytes.
     payload = A if buffer_ok else A.reshape(-1).view(np.uint8)
     return header, payload
+
+
+def is_view(payload: Any, A: Any) -> bool:
+    """Whether a payload from :func:`encode` is ``A``'s own memory rather than a copy."""
+    if payload is A:
+        return True
+    address = payload.__array_interface__["data"][0]
+    return bool(address == A.__array_interface__["data"][0])

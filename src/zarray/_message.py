@@ -34,6 +34,7 @@ from zarray import _json_recipe
 from zarray._array import array_from, rebuild
 from zarray._codec import unpack
 from zarray._dtypes import decode_dtype
+from zarray._payload import PRIVATE, SMALL, USER, Lease, Stage, decode_into, encode, open_payload
 from zarray.errors import HeaderError, OutMismatchError, UnsupportedArrayError
 
 __all__ = [
@@ -44,8 +45,10 @@ __all__ = [
     "MULTI",
     "SEQUENCE",
     "SINGLE",
+    "Outgoing",
     "bytes_of",
     "c_layout",
+    "check_envelope",
     "check_match",
     "check_out",
     "copy_into",
@@ -54,6 +57,8 @@ __all__ = [
     "envelope_of",
     "fields_of",
     "locate",
+    "outgoing_array",
+    "outgoing_arrays",
     "pack_message_header",
     "prefix_of",
     "recv_rest",
@@ -321,7 +326,7 @@ def check_match(out: np.ndarray[Any, Any], dt: np.dtype[Any], shape: tuple[int, 
 
 def c_layout(fields: tuple[Any, ...]) -> bool:
     """Whether a header's payload is exactly the C-contiguous bytes of its array."""
-    _, _, itemsize, shape, strides, offset, nbytes, _ = fields
+    itemsize, shape, strides, offset, nbytes = fields[2:7]
     if offset != 0:
         return False
     step = itemsize
@@ -345,8 +350,16 @@ def fields_of(frames: Sequence[Any], start: int, kind: int) -> tuple[Any, ...]:
 
 
 def copy_into(out: np.ndarray[Any, Any], fields: tuple[Any, ...], payload: Any) -> None:
-    """Copy a received payload into ``out`` (dtype and shape already checked)."""
-    descr, structured, itemsize, shape, strides, offset, nbytes, _ = fields
+    """Copy a received payload into ``out`` (dtype and shape already checked).
+
+    A compressed payload in C layout is decompressed straight into ``out``; any other
+    non-plain payload is opened by the payload stage first (zarray._payload).
+    """
+    descr, structured, itemsize, shape, strides, offset, nbytes = fields[:7]
+    if fields[8] or fields[10]:
+        if c_layout(fields) and decode_into(out, fields, payload):
+            return
+        payload = open_payload(fields, payload)[0]
     size = memoryview(payload).nbytes
     if size != nbytes:
         raise HeaderError(f"payload is {size} bytes, but the header says {nbytes}")
@@ -354,3 +367,132 @@ def copy_into(out: np.ndarray[Any, Any], fields: tuple[Any, ...], payload: Any) 
     # A view of the frame, aligned or not: numpy's copy loops handle unaligned sources,
     # and out is aligned, so no intermediate buffer is needed.
     np.copyto(out, np.ndarray(shape, dt, payload, offset, strides), casting="no")
+
+
+# -- outgoing messages -----------------------------------------------------------------
+
+
+class Outgoing:
+    """The frames of one message, every one checked and encoded, none yet sent.
+
+    ``frames[i]`` is handed to pyzmq as ``modes[i]`` says (``zarray._payload``: SMALL
+    frames are copied, USER frames are the caller's memory, PRIVATE frames zarray's own
+    buffers). ``leases`` are the shared-memory slots the message refers to: if the
+    message is not sent after all, :meth:`cancel` gives them back.
+    """
+
+    __slots__ = ("frames", "leases", "modes")
+
+    def __init__(self, envelope: list[Any]) -> None:
+        self.frames: list[Any] = list(envelope)
+        self.modes: list[int] = [SMALL] * len(envelope)
+        self.leases: list[Lease] = []
+
+    def add(self, frame: Any, mode: int) -> None:
+        self.frames.append(frame)
+        self.modes.append(mode)
+
+    def add_payload(self, A: Any, stage: Stage | None, socket: Any, flags: int) -> None:
+        header, frame, mode, lease = encode(A, stage, socket, flags)
+        if lease is not None:
+            self.leases.append(lease)
+        self.frames += (header, frame)
+        self.modes += (SMALL, mode)
+
+    def cancel(self) -> None:
+        """Give back every shared-memory slot: the message will never be sent."""
+        for lease in self.leases:
+            lease.cancel()
+        self.leases = []
+
+    def tracker(self, trackers: list[zmq.MessageTracker]) -> zmq.MessageTracker:
+        """One tracker for the payload frames' trackers and the leases' releases."""
+        if not self.leases and len(trackers) == 1:
+            return trackers[0]
+        return zmq.MessageTracker(*trackers, *(lease.released for lease in self.leases))
+
+
+def check_envelope(envelope: Sequence[Any] | None) -> list[Any]:
+    """The envelope frames as a list, refusing anything pyzmq could not send."""
+    if envelope is None:
+        return []
+    if isinstance(envelope, (str, bytes, bytearray, memoryview, zmq.Frame, np.ndarray)):
+        raise TypeError(
+            "envelope must be a list of frames, e.g. [b'topic'] or [identity, b''], "
+            f"not a single {type(envelope).__name__}"
+        )
+    frames = list(envelope)
+    for i, frame in enumerate(frames):
+        if isinstance(frame, str):
+            raise TypeError(f"envelope frame {i} is a str; encode it to bytes first")
+        try:
+            memoryview(frame)
+        except TypeError:
+            raise TypeError(
+                f"envelope frame {i} ({type(frame).__name__}) does not support the buffer interface"
+            ) from None
+    return frames
+
+
+def outgoing_array(
+    socket: Any,
+    A: Any,
+    envelope: Sequence[Any] | None,
+    format: str,
+    stage: Stage | None,
+    flags: int,
+) -> Outgoing:
+    """Every frame of a one-array message (``send_array``); nothing is sent.
+
+    Raises UnsupportedArrayError, TypeError or ValueError for what cannot be sent, and
+    ``zmq.Again`` for a full shared-memory pool; nothing has been sent then.
+    """
+    out = Outgoing(check_envelope(envelope))
+    if format == "zarray":
+        out.add_payload(A, stage, socket, flags)
+    elif format == "json":
+        header, payload = _json_recipe.encode(A)
+        out.add(header, SMALL)
+        out.add(payload, USER if _json_recipe.is_view(payload, A) else PRIVATE)
+    else:
+        raise ValueError(f"unknown format {format!r}; expected 'zarray' or 'json'")
+    return out
+
+
+def outgoing_arrays(
+    socket: Any,
+    arrays: Sequence[Any] | Mapping[str, Any],
+    meta: Mapping[str, Any] | None,
+    envelope: Sequence[Any] | None,
+    stage: Stage | None,
+    flags: int,
+) -> Outgoing:
+    """Every frame of a several-array message (``send_arrays``); nothing is sent.
+
+    Everything that could be refused is checked here, before anything is sent; the
+    shared-memory slots taken for earlier arrays are given back if a later one fails.
+    """
+    if isinstance(arrays, Mapping):
+        names: list[Any] | None = list(arrays.keys())
+        values = list(arrays.values())
+    elif isinstance(arrays, Sequence) and not isinstance(arrays, (str, bytes, bytearray)):
+        names = None
+        values = list(arrays)
+    else:
+        hint = "; use send_array for one array" if isinstance(arrays, np.ndarray) else ""
+        raise UnsupportedArrayError(
+            f"arrays must be a sequence or a mapping of arrays, got {type(arrays).__name__}" + hint
+        )
+    out = Outgoing(check_envelope(envelope))
+    out.add(pack_message_header(names is not None, len(values), names, meta), SMALL)
+    try:
+        for k, A in enumerate(values):
+            try:
+                out.add_payload(A, stage, socket, flags)
+            except UnsupportedArrayError as exc:
+                which = f"array {k}" if names is None else f"array {names[k]!r:.40}"
+                raise UnsupportedArrayError(f"{which}: {exc}") from None
+    except BaseException:
+        out.cancel()
+        raise
+    return out

@@ -9,51 +9,28 @@ them. See docs/FORMAT.md for the bytes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import zmq
 
-from zarray._array import prepare
-from zarray._message import decode_arrays, envelope_of, locate, pack_message_header, recv_rest
-from zarray._transport import check_envelope, send_frames
-from zarray.errors import UnsupportedArrayError
+from zarray._message import decode_arrays, envelope_of, locate, outgoing_arrays, recv_rest
+from zarray._transport import (
+    BLOCKING,
+    Compress,
+    check_blocking,
+    make_stage,
+    send_outgoing,
+)
+
+if TYPE_CHECKING:
+    from zarray._shm import SharedPool
 
 __all__ = ["recv_arrays", "send_arrays"]
 
 NDArray = np.ndarray[Any, Any]
 Arrays = Sequence[Any] | Mapping[str, Any]
 Received = tuple[list[NDArray] | dict[str, NDArray], dict[str, Any]]
-
-
-def encode_arrays(arrays: Arrays, meta: Mapping[str, Any] | None) -> tuple[list[Any], list[bool]]:
-    """Every frame of the body of a several-array message, and which are payloads.
-
-    Everything that could be refused is checked here, before anything is sent.
-    """
-    if isinstance(arrays, Mapping):
-        names: list[Any] | None = list(arrays.keys())
-        values = list(arrays.values())
-    elif isinstance(arrays, Sequence) and not isinstance(arrays, (str, bytes, bytearray)):
-        names = None
-        values = list(arrays)
-    else:
-        hint = "; use send_array for one array" if isinstance(arrays, np.ndarray) else ""
-        raise UnsupportedArrayError(
-            f"arrays must be a sequence or a mapping of arrays, got {type(arrays).__name__}" + hint
-        )
-    head = pack_message_header(names is not None, len(values), names, meta)
-    parts: list[Any] = [head]
-    payloads = [False]
-    for k, A in enumerate(values):
-        try:
-            header, payload = prepare(A)
-        except UnsupportedArrayError as exc:
-            which = f"array {k}" if names is None else f"array {names[k]!r:.40}"
-            raise UnsupportedArrayError(f"{which}: {exc}") from None
-        parts += (header, payload)
-        payloads += (False, True)
-    return parts, payloads
 
 
 def send_arrays(
@@ -64,6 +41,8 @@ def send_arrays(
     track: bool = True,
     meta: Mapping[str, Any] | None = None,
     envelope: Sequence[Any] | None = None,
+    shm: SharedPool | None = None,
+    compress: Compress = None,
 ) -> zmq.MessageTracker | None:
     """Send several arrays, and optionally a dict of metadata, as one message.
 
@@ -87,6 +66,10 @@ def send_arrays(
     envelope : sequence of bytes-like, optional
         Frames sent before zarray's own (a PUB topic, ROUTER identities and the empty
         delimiter); see :func:`send_array`.
+    shm : zarray.SharedPool, optional
+        Send each large payload through this pool by reference; see :func:`send_array`.
+    compress : str or tuple, optional
+        Compress each payload where it pays; see :func:`send_array`.
 
     Returns
     -------
@@ -116,12 +99,12 @@ def send_arrays(
     memory span (see :func:`send_array`). Over ``inproc://`` the receiver's arrays are
     views of the sender's memory.
     """
-    env = check_envelope(envelope)
-    parts, payloads = encode_arrays(arrays, meta)
-    trackers = send_frames(socket, env + parts, [False] * len(env) + payloads, flags, copy, track)
-    if not track:
-        return None
-    return zmq.MessageTracker(*trackers)
+    if type(socket) not in BLOCKING:
+        check_blocking(socket)
+    message = outgoing_arrays(
+        socket, arrays, meta, envelope, make_stage(shm, compress, "zarray"), flags
+    )
+    return send_outgoing(socket, message, flags, copy, track)
 
 
 @overload
@@ -190,6 +173,8 @@ def recv_arrays(
     frame and keeps it alive, and is copied once only when the frame is misaligned for
     its dtype; it is writeable unless the sender's array was read-only.
     """
+    if type(socket) not in BLOCKING:
+        check_blocking(socket)
     frames = recv_rest(socket, [socket.recv(flags, copy=False)])
     start, kind = locate(frames)
     result = decode_arrays(frames, start, kind, copy)

@@ -8,26 +8,35 @@ two spellings behave identically.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import zmq
 
+from zarray._message import outgoing_arrays
 from zarray._multi import Arrays, Received, recv_arrays, send_arrays
-from zarray._transport import Format, recv_array, send_array
+from zarray._payload import StageSettings
+from zarray._transport import Compress, Format, recv_array, send_array, send_general, send_outgoing
+
+if TYPE_CHECKING:
+    from zarray._shm import SharedPool
 
 __all__ = ["Context", "Socket"]
 
 NDArray = np.ndarray[Any, Any]
 
 
-class Socket(zmq.Socket[bytes]):
+class Socket(StageSettings, zmq.Socket[bytes]):
     """A :class:`zmq.Socket` with ``send_array``, ``recv_array``, ``send_arrays`` and
     ``recv_arrays`` methods.
 
     Made by :meth:`zarray.Context.socket`, or directly as ``zarray.Socket(ctx,
     zmq.PUSH)``; ``zarray.Socket(existing_socket)`` shadows an existing pyzmq socket.
     It is a plain pyzmq socket otherwise: every socket type, ``zmq.Poller``, options.
+
+    Two settings apply to every send of the socket, and each call may override them:
+    :attr:`shm` (a :class:`zarray.SharedPool` for receivers on the same host) and
+    :attr:`compress` (a codec for a slow link). Both are None by default.
 
     Notes
     -----
@@ -44,6 +53,8 @@ class Socket(zmq.Socket[bytes]):
         track: bool = True,
         envelope: Sequence[Any] | None = None,
         format: Format = "zarray",
+        shm: SharedPool | None = None,
+        compress: Compress = None,
     ) -> zmq.MessageTracker | None:
         """Send one array; see :func:`zarray.send_array`.
 
@@ -61,6 +72,10 @@ class Socket(zmq.Socket[bytes]):
             Frames sent before zarray's own (topic, identities, delimiter).
         format : {"zarray", "json"}
             zarray's header, or pyzmq guide's JSON recipe.
+        shm : zarray.SharedPool, optional
+            Send large payloads through this pool by reference (overrides :attr:`shm`).
+        compress : str or tuple, optional
+            Compress the payload where it pays (overrides :attr:`compress`).
 
         Returns
         -------
@@ -80,7 +95,10 @@ class Socket(zmq.Socket[bytes]):
         Never copies unless ``copy=True``, the payload is below ``copy_threshold``,
         ``A`` is a sparse strided view, or ``format="json"`` meets a non-C layout.
         """
-        return send_array(self, A, flags, copy, track, envelope, format)
+        if self._stage is None or format != "zarray":
+            return send_array(self, A, flags, copy, track, envelope, format, shm, compress)
+        stage = self.stage_for(shm, compress, format)
+        return send_general(self, A, flags, copy, track, envelope, format, stage)
 
     @overload
     def recv_array(
@@ -156,6 +174,8 @@ class Socket(zmq.Socket[bytes]):
         track: bool = True,
         meta: Mapping[str, Any] | None = None,
         envelope: Sequence[Any] | None = None,
+        shm: SharedPool | None = None,
+        compress: Compress = None,
     ) -> zmq.MessageTracker | None:
         """Send several arrays and a meta dict as one message; see :func:`zarray.send_arrays`.
 
@@ -173,6 +193,10 @@ class Socket(zmq.Socket[bytes]):
             Standard-JSON metadata.
         envelope : sequence of bytes-like, optional
             Frames sent before zarray's own.
+        shm : zarray.SharedPool, optional
+            Send large payloads through this pool by reference (overrides :attr:`shm`).
+        compress : str or tuple, optional
+            Compress payloads where it pays (overrides :attr:`compress`).
 
         Returns
         -------
@@ -191,7 +215,11 @@ class Socket(zmq.Socket[bytes]):
         -----
         Same copy rules as :meth:`send_array`, for each array.
         """
-        return send_arrays(self, arrays, flags, copy, track, meta, envelope)
+        if self._stage is None:
+            return send_arrays(self, arrays, flags, copy, track, meta, envelope, shm, compress)
+        stage = self.stage_for(shm, compress, "zarray")
+        message = outgoing_arrays(self, arrays, meta, envelope, stage, flags)
+        return send_outgoing(self, message, flags, copy, track)
 
     @overload
     def recv_arrays(

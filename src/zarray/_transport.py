@@ -8,7 +8,7 @@ the JSON recipe, receiving into ``out``) branches off after one or two checks.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import zmq
@@ -20,6 +20,7 @@ from zarray._dtypes import decode_dtype, encode_dtype
 from zarray._message import (
     MAGIC,
     MESSAGE_MAGIC,
+    Outgoing,
     bytes_of,
     c_layout,
     check_match,
@@ -28,10 +29,15 @@ from zarray._message import (
     decode_array,
     envelope_of,
     locate,
+    outgoing_array,
     prefix_of,
     recv_rest,
 )
+from zarray._payload import SMALL, USER, Stage
 from zarray.errors import HeaderError
+
+if TYPE_CHECKING:
+    from zarray._shm import SharedPool
 
 __all__ = ["recv_array", "send_array"]
 
@@ -44,6 +50,8 @@ _NOBLOCK = int(zmq.NOBLOCK)
 
 NDArray = np.ndarray[Any, Any]
 Format = Literal["zarray", "json"]
+#: What ``compress=`` takes: None, a codec name or "auto", or (name, level).
+Compress = str | tuple[str, int] | None
 
 
 def send_array(
@@ -54,13 +62,16 @@ def send_array(
     track: bool = True,
     envelope: Sequence[Any] | None = None,
     format: Format = "zarray",
+    shm: SharedPool | None = None,
+    compress: Compress = None,
 ) -> zmq.MessageTracker | None:
     """Send one array as a header frame followed by a payload frame.
 
     Parameters
     ----------
     socket : zmq.Socket
-        Any socket that can send multipart messages.
+        Any blocking socket that can send multipart messages (for ``zmq.asyncio``
+        sockets, use :mod:`zarray.asyncio`).
     A : numpy.ndarray
         The array. Any layout; any dtype except those holding Python objects
         (object, records with object fields, StringDType).
@@ -81,6 +92,15 @@ def send_array(
         and the C-contiguous buffer, for receivers written as the guide shows. It carries
         simple dtypes only, and loses strides (the data is made C-contiguous) and the
         read-only bit.
+    shm : zarray.SharedPool, optional
+        Send the payload through this shared-memory pool, by reference, to a receiver
+        on the same host (see :class:`zarray.SharedPool`); small payloads still go
+        inline. Only with ``format="zarray"``.
+    compress : str or tuple, optional
+        Compress the payload for a slow link: ``"lz4"``, ``"zstd"``, ``("zstd", level)``
+        or ``"auto"`` (compress only where it pays); see :mod:`zarray` and
+        docs/FORMAT.md. Needs ``pip install "zarray[compress]"``. Only with
+        ``format="zarray"``; ignored when ``shm`` is given.
 
     Returns
     -------
@@ -89,7 +109,9 @@ def send_array(
         no longer references the array's memory; until then, do not modify ``A``.
         It is already done when the payload was copied (``copy=True``, payloads
         below the socket's ``copy_threshold``, sparse views that were compacted,
-        non-contiguous arrays sent with ``format="json"``).
+        non-contiguous arrays sent with ``format="json"``, compressed payloads, arrays
+        copied into a shared-memory pool). For an array that lives in ``shm``'s pool
+        it is done once every receiver has dropped its view of it.
 
     Raises
     ------
@@ -97,27 +119,32 @@ def send_array(
         If ``A`` cannot be sent (or, with ``format="json"``, cannot be described by the
         recipe). Raised before any frame is sent.
     TypeError
-        If ``envelope`` is not a sequence of bytes-like frames. Raised before any
-        frame is sent.
+        If ``envelope`` is not a sequence of bytes-like frames, or ``socket`` is a
+        ``zmq.asyncio`` socket. Raised before any frame is sent.
     ValueError
-        For an unknown ``format``.
+        For an unknown ``format``, or ``shm``/``compress`` with ``format="json"``.
     zmq.Again
-        With ``zmq.NOBLOCK`` (or a send timeout) when the message cannot be queued;
-        nothing was sent.
+        With ``zmq.NOBLOCK`` (or a send timeout) when the message cannot be queued, or
+        ``shm``'s pool is full; nothing was sent.
 
     Notes
     -----
     This never copies the data unless ``copy=True``, the payload is smaller than
     ``socket.copy_threshold`` (pyzmq's rule, 64 KiB by default), ``A`` is a strided
-    view too sparse to send as its memory span (see ``zarray._array``), or
-    ``format="json"`` is asked for and ``A`` is not C-contiguous.
+    view too sparse to send as its memory span (see ``zarray._array``),
+    ``format="json"`` is asked for and ``A`` is not C-contiguous, or ``shm`` is given
+    and ``A`` does not live in its pool (then it is copied once into the pool).
     Over ``inproc://`` the receiver gets a view of ``A``'s own memory: writes on
     either side are visible to the other until the receiver drops its array.
     """
     # envelope and format are not keyword-only on purpose: CPython fills keyword-only
     # defaults from a dict on every call, which costs this hot path ~20 ns.
-    if envelope is not None or format != "zarray":
-        return _send_general(socket, A, flags, copy, track, envelope, format)
+    if envelope is not None or format != "zarray" or shm is not None or compress is not None:
+        return send_general(
+            socket, A, flags, copy, track, envelope, format, make_stage(shm, compress, format)
+        )
+    if type(socket) not in BLOCKING:
+        check_blocking(socket)
     header, payload = prepare(A)
     socket.send(header, flags | _SNDMORE, copy=True)
     # Once the header is queued, the payload must follow whatever happens, so that
@@ -136,68 +163,76 @@ def send_array(
     return tracker
 
 
-def check_envelope(envelope: Sequence[Any] | None) -> list[Any]:
-    """The envelope frames as a list, refusing anything pyzmq could not send."""
-    if envelope is None:
-        return []
-    if isinstance(envelope, (str, bytes, bytearray, memoryview, zmq.Frame, np.ndarray)):
+#: Socket classes known to block (not zmq.asyncio's), checked once per class.
+BLOCKING: set[type] = set()
+
+
+def check_blocking(socket: Any) -> None:
+    """TypeError for a ``zmq.asyncio`` socket (or a non-socket) given to a blocking call."""
+    cls = type(socket)
+    if not isinstance(socket, zmq.Socket):
+        raise TypeError(f"expected a zmq.Socket, got {cls.__name__}")
+    from zmq._future import _AsyncSocket
+
+    if isinstance(socket, _AsyncSocket):
         raise TypeError(
-            "envelope must be a list of frames, e.g. [b'topic'] or [identity, b''], "
-            f"not a single {type(envelope).__name__}"
+            f"{cls.__module__}.{cls.__name__} is an asyncio socket: its send and recv "
+            "return futures; use zarray.asyncio.Socket and await its methods "
+            "(e.g. zarray.asyncio.Socket.from_socket(sock))"
         )
-    frames = list(envelope)
-    for i, frame in enumerate(frames):
-        if isinstance(frame, str):
-            raise TypeError(f"envelope frame {i} is a str; encode it to bytes first")
-        try:
-            memoryview(frame)
-        except TypeError:
-            raise TypeError(
-                f"envelope frame {i} ({type(frame).__name__}) does not support the buffer interface"
-            ) from None
-    return frames
+    BLOCKING.add(cls)
 
 
-def encode_body(A: Any, format: str) -> tuple[bytes, Any]:
-    """``(header, payload)`` of one array in the given format; nothing is sent."""
-    if format == "zarray":
-        return prepare(A)
-    if format == "json":
-        return _json_recipe.encode(A)
-    raise ValueError(f"unknown format {format!r}; expected 'zarray' or 'json'")
+def make_stage(shm: SharedPool | None, compress: Compress, format: str) -> Stage | None:
+    """The payload stage of one call's ``shm``/``compress`` arguments."""
+    if shm is None and compress is None:
+        return None
+    if format != "zarray":
+        raise ValueError(
+            "shm= and compress= need zarray's own format; pyzmq's JSON recipe "
+            "(format='json') can only carry the payload inline"
+        )
+    return Stage(shm, compress)
 
 
-def send_frames(
-    socket: zmq.Socket[Any],
-    parts: list[Any],
-    payloads: list[bool],
-    flags: int,
-    copy: bool,
-    track: bool,
-) -> list[zmq.MessageTracker]:
-    """Send ``parts`` as one message; return the trackers of the payload frames.
+def send_outgoing(
+    socket: zmq.Socket[Any], message: Outgoing, flags: int, copy: bool, track: bool
+) -> zmq.MessageTracker | None:
+    """Send a checked message frame by frame; return one tracker for its payloads.
 
-    Only parts flagged in ``payloads`` may go without a copy; envelope and header
-    frames are small and always copied. Callers check everything before calling.
+    Only the first frame may meet the high-water mark (see ``send_array``), so only it
+    keeps NOBLOCK: if it is refused, nothing was sent and the message's shared-memory
+    slots are given back; after it, the message is always completed.
     """
-    last = len(parts) - 1
+    frames, modes = message.frames, message.modes
+    last = len(frames) - 1
+    threshold = socket.copy_threshold
     trackers = []
-    for i, (part, is_payload) in enumerate(zip(parts, payloads, strict=True)):
-        # Only the first frame may meet the high-water mark (see send_array), so only
-        # it keeps NOBLOCK; after it, the message must be completed.
+    for i, (frame, mode) in enumerate(zip(frames, modes, strict=True)):
         f = flags if i == 0 else flags & ~_NOBLOCK
         if i < last:
             f |= _SNDMORE
-        if is_payload:
-            tracker = socket.send(part, f, copy=copy, track=track)
-            if track and tracker is not None:
-                trackers.append(tracker)
-        else:
-            socket.send(part, f, copy=True)
-    return trackers
+        try:
+            if mode == SMALL or (mode == USER and copy) or memoryview(frame).nbytes < threshold:
+                socket.send(frame, f, copy=True)
+            elif mode == USER:
+                tracker = socket.send(frame, f, copy=False, track=track)
+                if track and tracker is not None:
+                    trackers.append(tracker)
+            else:
+                socket.send(frame, f, copy=False)
+        except BaseException:
+            if i == 0:
+                message.cancel()
+            raise
+    if not track:
+        return None
+    if not trackers and not message.leases:
+        return _DONE
+    return message.tracker(trackers)
 
 
-def _send_general(
+def send_general(
     socket: zmq.Socket[Any],
     A: Any,
     flags: int,
@@ -205,14 +240,13 @@ def _send_general(
     track: bool,
     envelope: Sequence[Any] | None,
     format: str,
+    stage: Stage | None,
 ) -> zmq.MessageTracker | None:
-    env = check_envelope(envelope)
-    header, payload = encode_body(A, format)
-    parts = [*env, header, payload]
-    trackers = send_frames(socket, parts, [False] * (len(parts) - 1) + [True], flags, copy, track)
-    if not track:
-        return None
-    return trackers[0] if trackers else _DONE
+    """send_array with an envelope, another format, or a payload stage."""
+    if type(socket) not in BLOCKING:
+        check_blocking(socket)
+    message = outgoing_array(socket, A, envelope, format, stage, flags)
+    return send_outgoing(socket, message, flags, copy, track)
 
 
 @overload
@@ -312,6 +346,8 @@ def recv_array(
     and the raw buffer) is recognised and decoded; its dtype string is parsed against
     a whitelist, never evaluated, and its shape checked against the payload length.
     """
+    if type(socket) not in BLOCKING:
+        check_blocking(socket)
     if out is not None:
         return _recv_into(socket, out, flags, envelope)
     head = socket.recv(flags, copy=False)
@@ -382,7 +418,7 @@ def _recv_into(
             _drain(socket)
             raise
         env.append(bytes_of(frame))
-    if c_layout(fields):
+    if c_layout(fields) and not (fields[8] or fields[10]):
         nbytes = fields[6]
         # numpy will not export datetime64/timedelta64 through the buffer protocol;
         # a flat byte view of out (C-contiguous, so a view) is the same memory.

@@ -33,8 +33,9 @@ Lifetime of a pending send
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import numpy as np
 import zmq
@@ -42,6 +43,7 @@ import zmq.asyncio
 
 from zarray._dtypes import decode_dtype
 from zarray._message import (
+    Outgoing,
     check_match,
     check_out,
     copy_into,
@@ -50,9 +52,16 @@ from zarray._message import (
     envelope_of,
     fields_of,
     locate,
+    outgoing_array,
+    outgoing_arrays,
 )
-from zarray._multi import Arrays, Received, encode_arrays
-from zarray._transport import Format, check_envelope, encode_body
+from zarray._multi import Arrays, Received
+from zarray._payload import SMALL, USER, StageSettings
+from zarray._shm import PoolBusy
+from zarray._transport import Compress, Format
+
+if TYPE_CHECKING:
+    from zarray._shm import SharedPool
 
 __all__ = ["Context", "Socket"]
 
@@ -60,7 +69,7 @@ NDArray = np.ndarray[Any, Any]
 _DONE = zmq.MessageTracker()
 
 
-class Socket(zmq.asyncio.Socket):
+class Socket(StageSettings, zmq.asyncio.Socket):
     """A :class:`zmq.asyncio.Socket` with coroutine array methods.
 
     ``send_array``, ``recv_array``, ``send_arrays`` and ``recv_arrays`` take the same
@@ -74,29 +83,40 @@ class Socket(zmq.asyncio.Socket):
     tracker means under asyncio.
     """
 
-    async def _send_parts(
-        self, parts: list[Any], payloads: list[bool], flags: int, copy: bool, track: bool
-    ) -> list[zmq.MessageTracker]:
+    async def _send_outgoing(
+        self, message: Outgoing, flags: int, copy: bool, track: bool
+    ) -> zmq.MessageTracker | None:
         threshold = self.copy_threshold
         frames: list[Any] = []
         trackers: list[zmq.MessageTracker] = []
-        for part, is_payload in zip(parts, payloads, strict=True):
-            if is_payload:
-                zero_copy = not copy and memoryview(part).nbytes >= threshold
-                # A Frame built now either copies the payload now, or holds the array
-                # until libzmq frees the message: a pending send keeps it alive.
-                frame = zmq.Frame(part, track=track and zero_copy, copy=not zero_copy)
-                if track and zero_copy and frame.tracker is not None:
-                    trackers.append(frame.tracker)
-                frames.append(frame)
-            else:
+        for part, mode in zip(message.frames, message.modes, strict=True):
+            if mode == SMALL:
                 frames.append(part)
+                continue
+            zero_copy = not (copy and mode == USER) and memoryview(part).nbytes >= threshold
+            tracked = track and zero_copy and mode == USER
+            # A Frame built now either copies the payload now, or holds the array
+            # until libzmq frees the message: a pending send keeps it alive.
+            frame = zmq.Frame(part, track=tracked, copy=not zero_copy)
+            if tracked and frame.tracker is not None:
+                trackers.append(frame.tracker)
+            frames.append(frame)
         # One event for the whole message: other coroutines' messages cannot come
         # between its frames. copy=True copies the small parts; Frames go as they are.
         # Our own references to the Frames go when this coroutine returns; until they
         # do, libzmq's message is not freed and the trackers cannot become done.
-        await self.send_multipart(frames, flags=flags, copy=True, track=False)
-        return trackers
+        try:
+            await self.send_multipart(frames, flags=flags, copy=True, track=False)
+        except BaseException:
+            # Refused (zmq.Again), timed out or cancelled: pyzmq sends a message whole
+            # or not at all, so no receiver can hold the shared-memory slots.
+            message.cancel()
+            raise
+        if not track:
+            return None
+        if not trackers and not message.leases:
+            return _DONE
+        return message.tracker(trackers)
 
     async def send_array(
         self,
@@ -106,6 +126,8 @@ class Socket(zmq.asyncio.Socket):
         track: bool = True,
         envelope: Sequence[Any] | None = None,
         format: Format = "zarray",
+        shm: SharedPool | None = None,
+        compress: Compress = None,
     ) -> zmq.MessageTracker | None:
         """Send one array; see :func:`zarray.send_array`.
 
@@ -123,6 +145,12 @@ class Socket(zmq.asyncio.Socket):
             Frames sent before zarray's own (topic, identities, delimiter).
         format : {"zarray", "json"}
             zarray's header, or pyzmq guide's JSON recipe.
+        shm : zarray.SharedPool, optional
+            Send large payloads through this pool by reference (overrides the
+            socket's :attr:`shm`).
+        compress : str or tuple, optional
+            Compress the payload where it pays (overrides the socket's
+            :attr:`compress`).
 
         Returns
         -------
@@ -144,15 +172,15 @@ class Socket(zmq.asyncio.Socket):
         ``A`` is a sparse strided view, or ``format="json"`` meets a non-C layout.
         Returns when the message is queued in libzmq, not when it is transmitted.
         """
-        env = check_envelope(envelope)
-        header, payload = encode_body(A, format)
-        parts = [*env, header, payload]
-        trackers = await self._send_parts(
-            parts, [False] * (len(parts) - 1) + [True], flags, copy, track
-        )
-        if not track:
-            return None
-        return trackers[0] if trackers else _DONE
+        stage = self.stage_for(shm, compress, format)
+        while True:
+            try:
+                message = outgoing_array(self, A, envelope, format, stage, flags)
+            except PoolBusy as busy:
+                # A full shared-memory pool: wait for room off the event loop.
+                await asyncio.get_running_loop().run_in_executor(None, busy.wait)
+            else:
+                return await self._send_outgoing(message, flags, copy, track)
 
     async def send_arrays(
         self,
@@ -162,6 +190,8 @@ class Socket(zmq.asyncio.Socket):
         track: bool = True,
         meta: Mapping[str, Any] | None = None,
         envelope: Sequence[Any] | None = None,
+        shm: SharedPool | None = None,
+        compress: Compress = None,
     ) -> zmq.MessageTracker | None:
         """Send several arrays and a meta dict as one message; see :func:`zarray.send_arrays`.
 
@@ -179,6 +209,11 @@ class Socket(zmq.asyncio.Socket):
             Standard-JSON metadata.
         envelope : sequence of bytes-like, optional
             Frames sent before zarray's own.
+        shm : zarray.SharedPool, optional
+            Send large payloads through this pool by reference (overrides the
+            socket's :attr:`shm`).
+        compress : str or tuple, optional
+            Compress payloads where it pays (overrides the socket's :attr:`compress`).
 
         Returns
         -------
@@ -197,14 +232,14 @@ class Socket(zmq.asyncio.Socket):
         -----
         Same copy rules as :meth:`send_array`, for each array.
         """
-        env = check_envelope(envelope)
-        parts, payloads = encode_arrays(arrays, meta)
-        trackers = await self._send_parts(
-            env + parts, [False] * len(env) + payloads, flags, copy, track
-        )
-        if not track:
-            return None
-        return zmq.MessageTracker(*trackers)
+        stage = self.stage_for(shm, compress, "zarray")
+        while True:
+            try:
+                message = outgoing_arrays(self, arrays, meta, envelope, stage, flags)
+            except PoolBusy as busy:
+                await asyncio.get_running_loop().run_in_executor(None, busy.wait)
+            else:
+                return await self._send_outgoing(message, flags, copy, track)
 
     @overload
     async def recv_array(

@@ -6,7 +6,13 @@ either ``zarray.HeaderError`` or plain ``ValueError``.
 
 from __future__ import annotations
 
-__all__ = ["HeaderError", "OutMismatchError", "UnsupportedArrayError", "ZarrayError"]
+__all__ = [
+    "HeaderError",
+    "OutMismatchError",
+    "PoolFullError",
+    "UnsupportedArrayError",
+    "ZarrayError",
+]
 
 
 class ZarrayError(Exception):
@@ -36,4 +42,12 @@ class UnsupportedArrayError(TypeError, ZarrayError):
     Examples: object dtypes, StringDType, masked arrays, non-str names.
 
     Raised before any frame of the message has been sent.
+    """
+
+
+class PoolFullError(MemoryError, ZarrayError):
+    """A :class:`zarray.SharedPool` had no room for an array within the time allowed.
+
+    Raised by ``SharedPool.empty``/``zeros``/``asarray``; sends through a full pool
+    raise ``zmq.Again`` instead, as ZeroMQ does at its high-water mark.
     """
