@@ -81,15 +81,23 @@ def test_header_path(
     benchmark(fn, A, payload)
 
 
-def _best(fn: Path, args: tuple[Any, Any], seconds: float) -> float:
-    """Best per-call time over 5 repeats of about ``seconds / 5`` each."""
-    A, payload = args
+def _best(paths: dict[str, Path], A: Any, payload: Any, seconds: float) -> dict[str, float]:
+    """Best per-call time of each path over 5 rounds of about ``seconds / 5`` per path.
 
-    def call() -> Any:
-        return fn(A, payload)
-
-    number = max(1, int(seconds / 5 / max(timeit.timeit(call, number=50) / 50, 1e-9)))
-    return min(timeit.repeat(call, number=number, repeat=5)) / number
+    The rounds interleave the paths (one batch of each in turn, five times), so that
+    a change of the machine's speed during the run hits them all alike.
+    """
+    calls = {name: (lambda fn=fn: fn(A, payload)) for name, fn in paths.items()}
+    numbers = {
+        name: max(1, int(seconds / 5 / max(timeit.timeit(call, number=50) / 50, 1e-9)))
+        for name, call in calls.items()
+    }
+    best = dict.fromkeys(paths, float("inf"))
+    for _ in range(5):
+        for name, call in calls.items():
+            t = timeit.timeit(call, number=numbers[name]) / numbers[name]
+            best[name] = min(best[name], t)
+    return best
 
 
 def test_header_ratio(
@@ -100,7 +108,7 @@ def test_header_ratio(
     """Measure every path side by side and report JSON / zarray (target: >= 15x)."""
     seconds = 0.2 if quick else 2.0
     A, frame = image
-    times = {name: _best(fn, (A, frame), seconds) for name, fn in PATHS.items()}
+    times = _best(PATHS, A, frame, seconds)
     active = _bench.header_path("active").codec
     z = times[active]
     parts = ", ".join(f"{name} {t * 1e6:.2f} µs" for name, t in times.items())
@@ -116,7 +124,7 @@ def test_header_ratio(
         names = [*_bench.PUBLIC_PATHS, "json"]
         for name in names:
             _check(PATHS[name](A, payload), A, payload)
-        t = {name: _best(PATHS[name], (A, payload), seconds) for name in names}
+        t = _best({name: PATHS[name] for name in names}, A, payload, seconds)
         ratios = ", ".join(
             f"{name} {t[name] * 1e6:.2f} µs = {t['json'] / t[name]:.1f}x"
             for name in _bench.PUBLIC_PATHS

@@ -16,6 +16,7 @@ import numpy as np
 from zmq.utils import jsonapi
 
 import zarray
+from zarray import deserialize, frombuffer, pack_header, serialize
 from zarray._bench.arrays import Array, BenchError
 
 __all__ = [
@@ -33,14 +34,16 @@ def serialize_roundtrip(A: Array, payload: Any) -> Array:
 
     What ``send_serialized(A, zarray.serialize)`` and ``recv_serialized(zarray.deserialize)``
     run around the socket; the payload frame that arrives stands in for ``A``'s memory.
+    The functions are bound at import, as pyzmq binds the hooks it is given: spelling
+    them ``zarray.serialize`` adds a module attribute lookup per call (see RESULTS.md).
     """
-    header = zarray.serialize(A)[0]
-    return zarray.deserialize([header, payload])
+    header = serialize(A)[0]
+    return deserialize([header, payload])
 
 
 def frombuffer_roundtrip(A: Array, payload: Any) -> Array:
     """``pack_header`` on the sender, ``frombuffer`` of the header and payload on arrival."""
-    return zarray.frombuffer(zarray.pack_header(A), payload)
+    return frombuffer(pack_header(A), payload)
 
 
 #: zarray's public non-socket header paths, by name: what a user's own code calls.
