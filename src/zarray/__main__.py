@@ -21,6 +21,18 @@ __all__ = ["main"]
 _DEFAULT_SIZES = ",".join(_bench.format_size(n).replace(" ", "") for n in _bench.DEFAULT_SIZES)
 
 
+_WHO_CAN_CONNECT = (
+    "Who can connect: pickle5 decodes with pickle, and so does msgpack (msgpack-numpy "
+    "unpickles any message that claims to hold an object array), so whoever could send "
+    "to a benchmark socket could run code as you. The ipc socket is in a directory only "
+    "you can enter. A tcp port on 127.0.0.1 is one that any local user can connect to "
+    "while the benchmark runs; the benchmark's socket therefore admits only its own "
+    "peer, which proves a random password (ZeroMQ PLAIN, handed over a private pipe) in "
+    "the handshake: others are refused before any frame. PLAIN sends that password in "
+    "clear over loopback, which only root can read. See docs/SECURITY.md."
+)
+
+
 def _methods_epilog() -> str:
     width = max(len(n) for n in _bench.DEFAULT_METHODS)
     lines = ["methods (default: all of these):"]
@@ -47,15 +59,7 @@ def _methods_epilog() -> str:
         "GB/s counts array bytes (10**9 per GB); 'vs raw' is throughput relative to",
         "raw pyzmq frames of the same size (always measured, as the floor).",
         "",
-        "Who can connect: pickle5 decodes with pickle, and so does msgpack (msgpack-",
-        "numpy unpickles any message that claims to hold an object array), so whoever",
-        "could send to a benchmark socket could run code as you. The ipc",
-        "socket is in a directory only you can enter. A tcp port on 127.0.0.1 is one",
-        "that any local user can connect to while the benchmark runs; the benchmark's",
-        "socket therefore admits only its own peer, which proves a random password",
-        "(ZeroMQ PLAIN, handed over a private pipe) in the handshake: others are",
-        "refused before any frame. PLAIN sends that password in clear over loopback,",
-        "which only root can read. See docs/SECURITY.md.",
+        *textwrap.wrap(_WHO_CAN_CONNECT, width=79, break_on_hyphens=False),
     ]
     return "\n".join(lines)
 
