@@ -749,9 +749,9 @@ def _again(message: str) -> zmq.Again:
 
 
 def _is_async(socket: Any) -> bool:
-    from zmq._future import _AsyncSocket  # asyncio is imported only where it is used
-
-    return isinstance(socket, _AsyncSocket)
+    # No asyncio socket exists unless zmq's asyncio support was imported.
+    future = sys.modules.get("zmq._future")
+    return future is not None and isinstance(socket, future._AsyncSocket)
 
 
 def _random_id() -> int:
