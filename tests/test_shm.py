@@ -28,7 +28,7 @@ import zmq
 
 import zarray
 import zarray.asyncio
-from zarray import _shm
+from zarray import _shm_channel
 from zarray._codec import unpack
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
@@ -156,7 +156,7 @@ def test_pool_array_goes_by_reference(
     assert tracker is not None
     frames = receiver.recv_multipart(copy=False)
     assert len(frames) == 2
-    assert len(frames[1]) == _shm.REF_SIZE
+    assert len(frames[1]) == _shm_channel.REF_SIZE
     assert _kind(frames[0]) == (1, 0)
     B = zarray.deserialize(frames)
     assert B.shape == A.shape
@@ -565,7 +565,7 @@ def test_cancelled_send_gives_the_slot_back(make_pair: Any, pool: zarray.SharedP
 
 
 def _ref(
-    pool_id: int, lease: int, offset: int, length: int, magic: bytes = _shm.REF_MAGIC
+    pool_id: int, lease: int, offset: int, length: int, magic: bytes = _shm_channel.REF_MAGIC
 ) -> bytes:
     return struct.pack("<4sIQQQQ", magic, 0, pool_id, lease, offset, length)
 

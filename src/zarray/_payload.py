@@ -144,7 +144,7 @@ def open_payload(fields: tuple[Any, ...], frame: Any) -> tuple[Any, bool]:
     Raises HeaderError when the frame cannot be used.
     """
     if fields[10] == KIND_SHM:
-        from zarray._shm import open_reference
+        from zarray._shm_channel import open_reference
 
         return open_reference(fields, frame), False
     from zarray._codecs import decode

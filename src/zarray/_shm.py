@@ -31,7 +31,8 @@ The words are iceoryx2's. Who owns a slot at each step:
    message was never sent (``zmq.Again``). A block goes back to the pool once no lease
    and no array of the sender's refers to it.
 
-The side channel is an ``AF_UNIX`` ``SOCK_SEQPACKET`` socket in the abstract namespace
+The side channel (``zarray._shm_channel``, which also holds the receiving side) is an
+``AF_UNIX`` ``SOCK_SEQPACKET`` socket in the abstract namespace
 (``"\\0zarray-shm-<pool id>"``), served by one daemon thread per pool. Abstract names
 leave no file behind, and memfd segments have no name at all, so a SIGKILLed process
 leaves nothing in ``/dev/shm`` or elsewhere: the kernel frees the memory when the last
@@ -59,16 +60,14 @@ import fcntl
 import math
 import mmap
 import os
-import selectors
 import socket as _socket
-import stat
-import struct
 import sys
 import threading
 import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -76,40 +75,28 @@ import zmq
 
 from zarray._array import prepare
 from zarray._codec import KIND_SHM, set_encoding
-from zarray.errors import HeaderError, PoolFullError
+from zarray._shm_channel import (
+    CHANNEL_TIMEOUT,
+    OK,
+    OUTSIDE,
+    REF,
+    REF_MAGIC,
+    SEALS,
+    TAKEN,
+    UNKNOWN,
+    Conn,
+    channel_name,
+    poke,
+    serve,
+)
+from zarray.errors import PoolFullError
 
-__all__ = ["REF_MAGIC", "REF_SIZE", "PoolBusy", "SharedPool", "open_reference"]
+__all__ = ["PoolBusy", "SharedPool"]
 
 NDArray = np.ndarray[Any, Any]
 
-#: The reference frame: magic, reserved, pool id, lease id, offset, length (docs/FORMAT.md).
-REF_MAGIC = b"\x93ZSR"
-_REF = struct.Struct("<4sIQQQQ")
-REF_SIZE = _REF.size  # 40
-
-# Side-channel packets (docs/FORMAT.md): a 4-byte tag, then little-endian fields.
-_WELCOME = b"ZSHw"  # sender -> receiver: u32 version, u64 pool id, u64 segment size; 1 fd
-_REFUSED = b"ZSHx"  # sender -> receiver: UTF-8 reason; then the sender closes
-_CLAIM = b"ZSHc"  # receiver -> sender: u32 n, n x (u64 lease, u64 offset, u64 length)
-_CLAIMED = b"ZSHC"  # sender -> receiver: u32 n, n status bytes
-_RELEASE = b"ZSHr"  # receiver -> sender: u32 n, n x u64 lease
-_VERSION = 1
-_MAX_BATCH = 256  # leases per claim or release packet
-_PACKET = 16 + 24 * _MAX_BATCH
-
-_OK, _UNKNOWN, _TAKEN, _OUTSIDE = 0, 1, 2, 3
-_STATUS = {
-    _UNKNOWN: "expired or unknown (the sender reclaimed it: it stayed unclaimed too long, "
-    "or its message was cancelled)",
-    _TAKEN: "already claimed by another receiver",
-    _OUTSIDE: "outside the region the sender leased",
-}
-
 _F_SEAL_FUTURE_WRITE = 0x10  # Linux 5.1; not in Python's fcntl module
-_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 _PAGE = mmap.PAGESIZE
-#: A claim or handshake that gets no answer within this many seconds fails (HeaderError).
-CHANNEL_TIMEOUT = 10.0
 _NOBLOCK = int(zmq.NOBLOCK)
 _INLINE_TYPES = frozenset((zmq.PUB, zmq.XPUB, zmq.RADIO))
 
@@ -194,7 +181,7 @@ class _Lease:
         self.offset = offset
         self.length = length
         self.sent = time.monotonic()
-        self.claimed_by: _Conn | None = None
+        self.claimed_by: Conn | None = None
         self._event = threading.Event()
         self.released = self._event if own else _DONE_EVENT
 
@@ -205,18 +192,6 @@ class _Lease:
 
 _DONE_EVENT = threading.Event()
 _DONE_EVENT.set()
-
-
-class _Conn:
-    """The sender's side of one receiver's side-channel connection."""
-
-    __slots__ = ("held", "pid", "sock", "uid")
-
-    def __init__(self, sock: _socket.socket, pid: int, uid: int) -> None:
-        self.sock = sock
-        self.pid = pid
-        self.uid = uid
-        self.held: set[int] = set()
 
 
 class SharedPool:
@@ -243,8 +218,13 @@ class SharedPool:
     allow_uids : iterable of int
         Other users whose processes may attach, besides this process's own user.
     max_leases : int
-        Most references out at once; beyond it, sends wait (or go inline) as for a
-        full pool. Bounds the sender's bookkeeping whatever the receivers do.
+        Most references out at once; beyond it, sends raise ``zmq.Again``. Bounds the
+        sender's bookkeeping whatever the receivers do.
+    copy_threads : int, optional
+        Threads that copy an ordinary array into the pool when it is large (8 MiB and
+        up): one core cannot saturate memory bandwidth, so the copy is split (as Ray
+        does for its object store, ``ray/util/memory.h``). Default: up to 4, as many
+        as there are CPUs. 1 copies in the calling thread only.
 
     Notes
     -----
@@ -274,6 +254,7 @@ class SharedPool:
         lease_timeout: float | None = 60.0,
         allow_uids: Iterable[int] = (),
         max_leases: int = 65536,
+        copy_threads: int | None = None,
     ) -> None:
         if not sys.platform.startswith("linux"):
             raise OSError("zarray.SharedPool needs Linux (memfd and file seals)")
@@ -288,6 +269,9 @@ class SharedPool:
         self.when_full = when_full
         self.lease_timeout = lease_timeout
         self.max_leases = int(max_leases)
+        self.copy_threads = (
+            min(4, os.cpu_count() or 1) if copy_threads is None else max(1, int(copy_threads))
+        )
         self._uids = {os.getuid(), *map(int, allow_uids)}
         self._pid = os.getpid()
         self.pool_id = _random_id()
@@ -297,7 +281,7 @@ class SharedPool:
         self._returns: deque[tuple[int, int]] = deque()
         self._leases: dict[int, _Lease] = {}
         self._unclaimed: OrderedDict[int, _Lease] = OrderedDict()
-        self._conns: dict[int, _Conn] = {}
+        self._conns: dict[int, Conn] = {}
         self._closed = False
         # Lifetime: the memfd is kept open to hand to receivers that attach later; the
         # writable mapping lives as long as any array of the sender's views it (numpy
@@ -308,17 +292,17 @@ class SharedPool:
             self._map = mmap.mmap(
                 self._fd, self.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE
             )
-            seals = _SEALS | _F_SEAL_FUTURE_WRITE
+            seals = SEALS | _F_SEAL_FUTURE_WRITE
             try:
                 fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, seals)
             except OSError as exc:  # pragma: no cover - kernels before 5.1
                 if exc.errno != errno.EINVAL:
                     raise
-                fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, _SEALS)
+                fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, SEALS)
             self._whole = np.frombuffer(self._map, np.uint8)
             self._base = _address(self._whole)
             self._listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-            self._listener.bind(_channel_name(self.pool_id))
+            self._listener.bind(channel_name(self.pool_id))
             self._listener.listen(64)
             self._listener.setblocking(False)
             self._wake_r, self._wake_w = _socket.socketpair()
@@ -329,9 +313,9 @@ class SharedPool:
             raise
         # The server thread holds the pool only weakly, so a pool nobody refers to any
         # more is collected; this wakes the thread then, and it closes the channel.
-        weakref.finalize(self, _poke, self._wake_w)
+        weakref.finalize(self, poke, self._wake_w)
         self._thread = threading.Thread(
-            target=_serve,
+            target=serve,
             args=(weakref.ref(self), self._listener, self._wake_r, self._wake_w, self._fd),
             name=f"zarray-shm-{self.pool_id:016x}",
             daemon=True,
@@ -615,11 +599,11 @@ class SharedPool:
             block = self._loan_for_send(nbytes, socket, flags)
             if block is None:
                 return None
-            np.copyto(np.asarray(block)[:nbytes], _as_bytes(payload))
+            _copy(np.asarray(block)[:nbytes], _as_bytes(payload), self.copy_threads)
             start = block.offset
         assert block is not None
         lease = self._lease(block, start, nbytes, own)
-        ref = _REF.pack(REF_MAGIC, 0, self.pool_id, lease.lease_id, start, nbytes)
+        ref = REF.pack(REF_MAGIC, 0, self.pool_id, lease.lease_id, start, nbytes)
         return set_encoding(header, 0, 0, KIND_SHM), ref, lease
 
     def _loan_for_send(self, nbytes: int, socket: Any, flags: int) -> _Block | None:
@@ -671,7 +655,7 @@ class SharedPool:
             first = not self._unclaimed
             self._unclaimed[lease_id] = lease
         if first and self.lease_timeout is not None:
-            _poke(self._wake_w)  # the server thread times the expiry
+            poke(self._wake_w)  # the server thread times the expiry
         return lease
 
     def _end_lease(self, lease_id: int) -> None:
@@ -705,31 +689,31 @@ class SharedPool:
 
     # -- the side channel (run by the server thread) ----------------------------------
 
-    def _claim(self, conn: _Conn, items: list[tuple[int, int, int]]) -> bytes:
+    def _claim(self, conn: Conn, items: list[tuple[int, int, int]]) -> bytes:
         out = bytearray()
         with self._lock:
             for lease_id, offset, length in items:
                 lease = self._leases.get(lease_id)
                 if lease is None:
-                    out.append(_UNKNOWN)
+                    out.append(UNKNOWN)
                 elif lease.claimed_by is not None:
-                    out.append(_TAKEN)
+                    out.append(TAKEN)
                 elif offset < lease.offset or offset + length > lease.offset + lease.length:
-                    out.append(_OUTSIDE)
+                    out.append(OUTSIDE)
                 else:
                     lease.claimed_by = conn
                     conn.held.add(lease_id)
                     self._unclaimed.pop(lease_id, None)
-                    out.append(_OK)
+                    out.append(OK)
         return bytes(out)
 
-    def _release(self, conn: _Conn, lease_ids: Iterable[int]) -> None:
+    def _release(self, conn: Conn, lease_ids: Iterable[int]) -> None:
         for lease_id in lease_ids:
             # Only what this receiver holds: another peer cannot end someone's lease.
             if lease_id in conn.held:
                 self._end_lease(lease_id)
 
-    def _drop_conn(self, conn: _Conn) -> None:
+    def _drop_conn(self, conn: Conn) -> None:
         """A receiver's channel closed (it exited, or was killed): reclaim its leases."""
         with self._lock:
             if self._conns.get(conn.sock.fileno()) is conn:
@@ -749,14 +733,38 @@ def _again(message: str) -> zmq.Again:
 
 
 def _is_async(socket: Any) -> bool:
-    from zmq._future import _AsyncSocket  # asyncio is imported only where it is used
-
-    return isinstance(socket, _AsyncSocket)
+    # No asyncio socket exists unless zmq's asyncio support was imported.
+    future = sys.modules.get("zmq._future")
+    return future is not None and isinstance(socket, future._AsyncSocket)
 
 
 def _random_id() -> int:
     """A random non-zero 64-bit id (pool ids and lease ids are unguessable)."""
     return int.from_bytes(os.urandom(8), "little") | 1
+
+
+_PARALLEL_COPY = 8 << 20
+_copiers: ThreadPoolExecutor | None = None
+
+
+def _copy(dst: NDArray, src: NDArray, threads: int) -> None:
+    """Copy ``src`` into ``dst`` (equal-length uint8), in ``threads`` slices if large.
+
+    numpy releases the GIL while it copies plain bytes, so the slices run in parallel.
+    """
+    global _copiers
+    n = src.nbytes
+    if threads <= 1 or n < _PARALLEL_COPY:
+        np.copyto(dst, src)
+        return
+    if _copiers is None:
+        _copiers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="zarray-copy")
+    step = -(-n // threads // 64) * 64  # slice edges on cache lines
+    cuts = list(range(0, n, step))
+    jobs = [_copiers.submit(np.copyto, dst[c : c + step], src[c : c + step]) for c in cuts[1:]]
+    np.copyto(dst[: cuts[1] if len(cuts) > 1 else n], src[: cuts[1] if len(cuts) > 1 else n])
+    for job in jobs:
+        job.result()
 
 
 def _bounds(A: NDArray) -> tuple[int, int]:
@@ -778,367 +786,3 @@ def _as_bytes(payload: NDArray) -> NDArray:
         return payload
     flat: NDArray = payload.ravel(order="K").view(np.uint8)
     return flat
-
-
-def _channel_name(pool_id: int) -> bytes:
-    return b"\0zarray-shm-%016x" % pool_id
-
-
-def _poke(sock: _socket.socket) -> None:
-    try:
-        sock.send(b"x")
-    except (BlockingIOError, OSError):
-        pass  # already awake, or closing
-
-
-def _peer_cred(sock: _socket.socket) -> tuple[int, int, int]:
-    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
-    pid, uid, gid = struct.unpack("3i", raw)
-    return pid, uid, gid
-
-
-def _serve(
-    ref: weakref.ReferenceType[SharedPool],
-    listener: _socket.socket,
-    wake: _socket.socket,
-    wake_w: _socket.socket,
-    fd: int,
-) -> None:
-    """The pool's side-channel server: accept and welcome receivers, answer claims,
-    take releases, reclaim the leases of receivers that went away, expire old leases.
-
-    Holds the pool only weakly while it waits, so that an unused pool can be collected;
-    it then closes the listening socket and the memfd (the memory itself goes when the
-    last mapping of it does, in this process or any receiver).
-    """
-    sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ, None)
-    sel.register(wake, selectors.EVENT_READ, None)
-    conns: list[_Conn] = []
-    try:
-        while True:
-            pool = ref()
-            if pool is None or pool._closed:
-                break
-            with pool._lock:
-                timeout = pool._expire()
-            del pool
-            events = sel.select(None if timeout is None else max(timeout, 0.001))
-            pool = ref()
-            if pool is None:
-                break
-            for key, _ in events:
-                if key.fileobj is wake:
-                    try:
-                        while wake.recv(4096):
-                            pass
-                    except BlockingIOError:
-                        pass
-                elif key.fileobj is listener:
-                    conns += _accept(pool, sel, listener, fd)
-                else:
-                    _handle(pool, sel, key.data)
-            conns = [c for c in conns if c.sock.fileno() >= 0]
-            del pool
-    finally:
-        pool = ref()
-        for conn in conns:
-            if pool is not None:
-                pool._drop_conn(conn)
-            else:
-                conn.sock.close()
-        sel.close()
-        listener.close()
-        wake.close()
-        wake_w.close()
-        os.close(fd)
-
-
-def _accept(
-    pool: SharedPool, sel: selectors.BaseSelector, listener: _socket.socket, fd: int
-) -> list[_Conn]:
-    """Welcome new receivers (the segment's fd and size), or refuse them (uid)."""
-    accepted: list[_Conn] = []
-    while True:
-        try:
-            sock, _ = listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return accepted
-        pid, uid, _ = _peer_cred(sock)
-        if uid not in pool._uids:
-            _send_quiet(sock, _REFUSED + f"uid {uid} may not attach to this pool".encode())
-            sock.close()
-            continue
-        welcome = _WELCOME + struct.pack("<IQQ", _VERSION, pool.pool_id, pool.size)
-        if not _send_quiet(sock, welcome, [fd]):
-            sock.close()
-            continue
-        sock.setblocking(False)
-        conn = _Conn(sock, pid, uid)
-        with pool._lock:
-            pool._conns[sock.fileno()] = conn
-        sel.register(sock, selectors.EVENT_READ, conn)
-        accepted.append(conn)
-
-
-def _send_quiet(sock: _socket.socket, data: bytes, fds: list[int] | None = None) -> bool:
-    try:
-        if fds:
-            _socket.send_fds(sock, [data], fds)
-        else:
-            sock.send(data)
-    except OSError:
-        return False
-    return True
-
-
-def _handle(pool: SharedPool, sel: selectors.BaseSelector, conn: _Conn) -> None:
-    """One packet from a receiver; a malformed one closes its connection."""
-    try:
-        data = conn.sock.recv(_PACKET)
-    except BlockingIOError:
-        return
-    except OSError:
-        data = b""
-    if not (data and _dispatch(pool, conn, data)):
-        sel.unregister(conn.sock)
-        pool._drop_conn(conn)
-
-
-def _dispatch(pool: SharedPool, conn: _Conn, data: bytes) -> bool:
-    if len(data) < 8:
-        return False
-    tag = data[:4]
-    (n,) = struct.unpack_from("<I", data, 4)
-    if n > _MAX_BATCH:
-        return False
-    if tag == _CLAIM and len(data) == 8 + 24 * n:
-        items = [struct.unpack_from("<QQQ", data, 8 + 24 * i) for i in range(n)]
-        status = pool._claim(conn, items)
-        # The receiver waits for this reply, so its socket buffer has room; a peer
-        # that stops reading only gets its connection (and its leases) dropped.
-        return _send_quiet(conn.sock, _CLAIMED + struct.pack("<I", n) + status)
-    if tag == _RELEASE and len(data) == 8 + 8 * n:
-        pool._release(conn, struct.unpack_from(f"<{n}Q", data, 8))
-        return True
-    return False
-
-
-# -- the receiving side ----------------------------------------------------------------------
-
-
-class _Attachment:
-    """One receiver process's connection to one sender's pool, and its mapping.
-
-    Lifetime: the registry holds it while the sender serves; every claimed region
-    holds it too, so the read-only mapping outlives the sender (closed pool, exit,
-    SIGKILL) for as long as any received array views it.
-    """
-
-    def __init__(self, pool_id: int) -> None:
-        self.pool_id = pool_id
-        self.lock = threading.Lock()
-        self.pending: deque[int] = deque()
-        self.alive = True
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-        sock.settimeout(CHANNEL_TIMEOUT)
-        try:
-            try:
-                sock.connect(_channel_name(pool_id))
-            except OSError as exc:
-                raise HeaderError(
-                    f"shared-memory reference to pool {pool_id:016x}, which is not on this "
-                    f"host ({exc.strerror}): the sender is on another host, in another "
-                    "network namespace, or has closed its pool"
-                ) from None
-            _, uid, _ = _peer_cred(sock)
-            if uid not in (os.getuid(), 0):
-                raise HeaderError(
-                    f"the side channel of shared-memory pool {pool_id:016x} is served by "
-                    f"uid {uid}, not by this user"
-                )
-            msg, fds, _, _ = _socket.recv_fds(sock, 256, 4)
-            try:
-                self.mapping, self.size = self._check_welcome(msg, fds)
-            finally:
-                for fd in fds:
-                    os.close(fd)
-        except HeaderError:
-            sock.close()
-            raise
-        except OSError as exc:
-            sock.close()
-            raise HeaderError(
-                f"attaching to shared-memory pool {pool_id:016x} failed: {exc}"
-            ) from None
-        self.sock = sock
-        self.whole = np.frombuffer(self.mapping, np.uint8)
-        self.base = _address(self.whole)
-
-    def _check_welcome(self, msg: bytes, fds: list[int]) -> tuple[mmap.mmap, int]:
-        pool = f"shared-memory pool {self.pool_id:016x}"
-        if msg[:4] == _REFUSED:
-            reason = msg[4:200].decode("utf-8", "replace")
-            raise HeaderError(f"the sender of {pool} refused this process: {reason}")
-        if msg[:4] != _WELCOME or len(msg) != 24 or len(fds) != 1:
-            raise HeaderError(f"{pool}: malformed handshake from the sender")
-        version, pool_id, size = struct.unpack_from("<IQQ", msg, 4)
-        if version != _VERSION or pool_id != self.pool_id:
-            raise HeaderError(f"{pool}: handshake for pool {pool_id:016x}, version {version}")
-        fd = fds[0]
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size or size <= 0:
-            raise HeaderError(f"{pool}: the descriptor is not a regular file of {size} bytes")
-        try:
-            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-        except OSError:
-            seals = 0
-        if seals & _SEALS != _SEALS:
-            # Without these seals the sender could shrink the file under the mapping,
-            # and reading past the end would kill this process with SIGBUS.
-            raise HeaderError(
-                f"{pool}: the segment is not sealed against shrinking and growing "
-                f"(seals 0x{seals:x}); refusing to map it"
-            )
-        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ), size
-
-    def claim(self, lease_id: int, offset: int, length: int) -> NDArray:
-        """The region of a reference as a read-only uint8 array; HeaderError if refused."""
-        pool = f"shared-memory pool {self.pool_id:016x}"
-        if offset > self.size or length > self.size - offset:
-            raise HeaderError(
-                f"reference to bytes {offset}..{offset + length} of {pool}, which has {self.size}"
-            )
-        with self.lock:
-            if not self.alive:
-                raise HeaderError(f"the sender of {pool} has closed it (or exited)")
-            try:
-                self._flush()
-                self.sock.send(_CLAIM + struct.pack("<IQQQ", 1, lease_id, offset, length))
-                reply = self.sock.recv(64)
-            except TimeoutError:
-                raise HeaderError(
-                    f"the sender of {pool} did not answer a claim within {CHANNEL_TIMEOUT} s"
-                ) from None
-            except OSError:
-                reply = b""
-            if not reply:
-                self._dead()
-                raise HeaderError(f"the sender of {pool} has closed it (or exited)")
-        if reply[:8] != _CLAIMED + struct.pack("<I", 1) or len(reply) != 9:
-            raise HeaderError(f"{pool}: malformed claim reply")
-        status = reply[8]
-        if status != _OK:
-            why = _STATUS.get(status, f"status {status}")
-            raise HeaderError(f"shared-memory reference {lease_id:016x} into {pool}: {why}")
-        return np.asarray(_Claim(self, lease_id, self.whole[offset : offset + length]))
-
-    def release(self, lease_id: int) -> None:
-        """Tell the sender a region is no longer viewed (from ``_Claim.__del__``)."""
-        self.pending.append(lease_id)
-        # In a finalizer, maybe inside another thread's claim: never wait for the lock.
-        if self.lock.acquire(blocking=False):
-            try:
-                self._flush()
-            finally:
-                self.lock.release()
-
-    def _flush(self) -> None:
-        """Send queued releases (the caller holds the lock)."""
-        while self.pending and self.alive:
-            batch: list[int] = []
-            while self.pending and len(batch) < _MAX_BATCH:
-                batch.append(self.pending.popleft())
-            try:
-                self.sock.send(_RELEASE + struct.pack(f"<I{len(batch)}Q", len(batch), *batch))
-            except OSError:
-                self._dead()
-
-    def _dead(self) -> None:
-        """The sender is gone: forget the channel; the mapping stays for the arrays."""
-        self.alive = False
-        self.pending.clear()
-        self.sock.close()
-        with _registry_lock:
-            if _registry.get(self.pool_id) is self:
-                del _registry[self.pool_id]
-
-
-class _Claim:
-    """The base of every received array viewing one claimed region.
-
-    Holds the attachment (so the mapping stays) and, through ``view``, a buffer export
-    of the mapping (so it cannot be closed under the arrays). When the last array
-    viewing the region goes, ``__del__`` releases the lease.
-    """
-
-    __slots__ = ("__array_interface__", "attachment", "lease_id", "view")
-
-    def __init__(self, attachment: _Attachment, lease_id: int, view: NDArray) -> None:
-        self.attachment = attachment
-        self.lease_id = lease_id
-        self.view = view
-        self.__array_interface__ = {
-            "data": (_address(view), True),
-            "shape": view.shape,
-            "typestr": "|u1",
-            "version": 3,
-        }
-
-    def __del__(self) -> None:
-        try:
-            self.attachment.release(self.lease_id)
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
-
-
-_registry: dict[int, _Attachment] = {}
-# Re-entrant: a release in a finalizer may find the sender gone (and unregister the
-# attachment) while this thread is inside open_reference's registry lookup.
-_registry_lock = threading.RLock()
-
-
-def _reset_after_fork() -> None:
-    # The parent's side-channel sockets must not be shared: a child attaches afresh.
-    global _registry_lock
-    _registry.clear()
-    _registry_lock = threading.RLock()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-def open_reference(fields: tuple[Any, ...], frame: Any) -> NDArray:
-    """The bytes a shared-memory reference frame stands for: a read-only uint8 array.
-
-    Attaches to the sender's pool on first use (one connection and one mapping per
-    pool), claims the lease and returns a view of the region; the lease is released
-    when the last array viewing it goes. Raises HeaderError, saying why, when the
-    reference cannot be used.
-    """
-    view = memoryview(frame)
-    if view.nbytes != REF_SIZE:
-        raise HeaderError(
-            f"shared-memory reference frame is {view.nbytes} bytes; it must be {REF_SIZE}"
-        )
-    magic, reserved, pool_id, lease_id, offset, length = _REF.unpack(view)
-    if magic != REF_MAGIC:
-        raise HeaderError(f"shared-memory reference has bad magic {magic!r}")
-    if reserved:
-        raise HeaderError("shared-memory reference bytes 4..7 are not zero")
-    if length != fields[6]:
-        raise HeaderError(
-            f"shared-memory reference covers {length} bytes, but the header says {fields[6]}"
-        )
-    with _registry_lock:
-        attachment = _registry.get(pool_id)
-    if attachment is None or not attachment.alive:
-        attachment = _Attachment(pool_id)
-        with _registry_lock:
-            # Another thread may have attached meanwhile: keep the first, drop ours.
-            current = _registry.setdefault(pool_id, attachment)
-        if current is not attachment:
-            attachment.alive = False
-            attachment.sock.close()
-            attachment = current
-    return attachment.claim(lease_id, offset, length)

@@ -7,6 +7,7 @@ the JSON recipe, receiving into ``out``) branches off after one or two checks.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -172,9 +173,10 @@ def check_blocking(socket: Any) -> None:
     cls = type(socket)
     if not isinstance(socket, zmq.Socket):
         raise TypeError(f"expected a zmq.Socket, got {cls.__name__}")
-    from zmq._future import _AsyncSocket
-
-    if isinstance(socket, _AsyncSocket):
+    # No asyncio socket can exist before zmq's asyncio support is imported; looking it
+    # up instead of importing it spares blocking users the import of asyncio.
+    future = sys.modules.get("zmq._future")
+    if future is not None and isinstance(socket, future._AsyncSocket):
         raise TypeError(
             f"{cls.__module__}.{cls.__name__} is an asyncio socket: its send and recv "
             "return futures; use zarray.asyncio.Socket and await its methods "

@@ -255,9 +255,18 @@ def _reap(child: Child) -> None:
 
 
 @contextlib.contextmanager
-def spawn(role: str, *args: Any) -> Iterator[Child]:
-    """Start ``python peers.py ROLE ARGS...``; terminate and reap it on the way out."""
-    argv = [sys.executable, str(PEERS), role, *map(str, args)]
+def spawn(
+    role: str,
+    *args: Any,
+    script: Path = PEERS,
+    prefix: Sequence[str] = (),
+) -> Iterator[Child]:
+    """Start ``python peers.py ROLE ARGS...``; terminate and reap it on the way out.
+
+    ``script`` runs another child script of this folder; ``prefix`` goes before the
+    command (e.g. ``ip netns exec NAME``).
+    """
+    argv = [*prefix, sys.executable, str(script), role, *map(str, args)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -283,10 +292,12 @@ class Control:
     draining"); every wait on it is bounded by :data:`HANG_GUARD`.
     """
 
-    def __init__(self, ctx: zmq.Context[Any], tmpdir: Path, name: str = "ctrl") -> None:
+    def __init__(
+        self, ctx: zmq.Context[Any], tmpdir: Path, name: str = "ctrl", transport: str = "tcp"
+    ) -> None:
         self.sock = ctx.socket(zmq.PAIR)
         self.sock.linger = 0
-        self.endpoint = bind_any(self.sock, "tcp", tmpdir, name)
+        self.endpoint = bind_any(self.sock, transport, tmpdir, name)
 
     def send(self, **msg: Any) -> None:
         self.sock.send_json(msg)
