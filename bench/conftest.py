@@ -4,7 +4,7 @@
 runs) executes each one once, so that none can rot. By default the suites cover
 inproc and ipc and sizes up to 16 MiB; ``--bench-all`` adds tcp, 64 MiB and 256 MiB
 arrays and the 1 GiB receiver-memory benchmark. The engine (peers, methods, checks)
-is ``zarray._bench``, shared with the ``zarray bench`` command.
+is the package ``zarray._bench``, shared with the ``zarray bench`` command.
 """
 
 from __future__ import annotations

@@ -28,7 +28,15 @@ CORE = {
     "UnsupportedArrayError",
     "__version__",
 }
-FUNCTIONS = ["send_array", "recv_array", "pack_header", "unpack_header"]
+FUNCTIONS = [
+    "send_array",
+    "recv_array",
+    "pack_header",
+    "unpack_header",
+    "frombuffer",
+    "serialize",
+    "deserialize",
+]
 TESTS = Path(__file__).parent
 
 
@@ -92,7 +100,7 @@ def test_public_functions_have_numpydoc_docstrings(name: str) -> None:
         assert f"{section}\n---" in doc, f"zarray.{name} docstring lacks {section}"
 
 
-@pytest.mark.parametrize("name", ["send_array", "recv_array"])
+@pytest.mark.parametrize("name", ["send_array", "recv_array", "frombuffer", "deserialize"])
 def test_copy_contract_is_documented(name: str) -> None:
     doc = inspect.getdoc(getattr(zarray, name)) or ""
     assert "Notes\n---" in doc

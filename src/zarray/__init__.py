@@ -15,7 +15,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from zarray._array import Header, pack_header, unpack_header
+from zarray._array import Header, frombuffer, pack_header, unpack_header
 from zarray._multi import recv_arrays, send_arrays
 from zarray._serialize import deserialize, serialize
 from zarray._socket import Context, Socket
@@ -48,6 +48,7 @@ __all__ = [
     "ZarrayError",
     "__version__",
     "deserialize",
+    "frombuffer",
     "pack_header",
     "recv_array",
     "recv_arrays",

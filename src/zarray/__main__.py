@@ -13,11 +13,24 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
+import zarray
 from zarray import _bench
 
 __all__ = ["main"]
 
 _DEFAULT_SIZES = ",".join(_bench.format_size(n).replace(" ", "") for n in _bench.DEFAULT_SIZES)
+
+
+_WHO_CAN_CONNECT = (
+    "Who can connect: pickle5 decodes with pickle, and so does msgpack (msgpack-numpy "
+    "unpickles any message that claims to hold an object array), so whoever could send "
+    "to a benchmark socket could run code as you. The ipc socket is in a directory only "
+    "you can enter. A tcp port on 127.0.0.1 is one that any local user can connect to "
+    "while the benchmark runs; the benchmark's socket therefore admits only its own "
+    "peer, which proves a random password (ZeroMQ PLAIN, handed over a private pipe) in "
+    "the handshake: others are refused before any frame. PLAIN sends that password in "
+    "clear over loopback, which only root can read. See docs/SECURITY.md."
+)
 
 
 def _methods_epilog() -> str:
@@ -45,6 +58,8 @@ def _methods_epilog() -> str:
         "batch lasts about --time seconds; the median of --repeat batches is shown.",
         "GB/s counts array bytes (10**9 per GB); 'vs raw' is throughput relative to",
         "raw pyzmq frames of the same size (always measured, as the floor).",
+        "",
+        *textwrap.wrap(_WHO_CAN_CONNECT, width=79, break_on_hyphens=False),
     ]
     return "\n".join(lines)
 
@@ -93,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="zarray",
         description="zarray: zero-copy numpy arrays over ZeroMQ.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {zarray.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     bench = sub.add_parser(
         "bench",
@@ -111,10 +127,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=_bench.TRANSPORTS,
         default="ipc",
         help=(
-            "ipc (default): a socket file in a temporary directory, peer in a second "
-            "process; tcp: 127.0.0.1, peer in a second process; inproc: the peer is a "
-            "second thread of this process, because an inproc endpoint cannot be "
-            "reached from another process"
+            "ipc (default): a socket file in a private (mode 0700) temporary directory, "
+            "peer in a second process; tcp: a port on 127.0.0.1, peer in a second "
+            "process (see 'who can connect' below); inproc: the peer is a second "
+            "thread of this process, because an inproc endpoint cannot be reached from "
+            "another process"
         ),
     )
     bench.add_argument(
@@ -178,6 +195,15 @@ def _bench_command(args: argparse.Namespace) -> int:
     for path in (args.plot, args.json):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             parser.error(f"cannot write {path}: its directory does not exist")
+    if args.plot:
+        # Before any measurement: a run of several minutes must not end without its plot.
+        try:
+            _bench.check_plotting()
+        except ImportError as exc:
+            parser.error(
+                f"--plot needs matplotlib, which cannot be imported ({exc}); install it "
+                'with\n    pip install "zarray[bench]"'
+            )
 
     methods, notes = _bench.available_methods(args.methods)
     if _bench.BASELINE not in [m.name for m in methods]:
@@ -224,11 +250,15 @@ def _bench_command(args: argparse.Namespace) -> int:
     print()
     print(_bench.format_table(results))
     print()
-    print("throughput ratios at each size (zero-copy vs copying, and vs the floor):")
-    for num, den in (("zarray", "zarray-copy"), ("zarray", "json"), ("zarray", "raw")):
-        line = _bench.format_speedups(results, num, den)
-        if line:
-            print("  " + line)
+    # zarray against every other method that ran, the zero-copy peers (json-nocopy,
+    # pickle5, raw) as well as the copying ones, in table order.
+    others = [m.name for m in methods if m.name != "zarray"]
+    lines = [_bench.format_speedups(results, "zarray", name) for name in others]
+    if any(lines):
+        print("throughput of zarray (zero-copy) over each other method, at each size:")
+        for line in lines:
+            if line:
+                print("  " + line)
 
     status = 0
     failed = [r for r in results if r.error]
@@ -253,13 +283,9 @@ def _bench_command(args: argparse.Namespace) -> int:
                 f"Python {info['python']}, numpy {info['numpy']}"
             )
             _bench.plot_results(results, args.plot, transport=args.transport, info=info, note=note)
-        except ImportError:
-            print(
-                "zarray bench: --plot needs matplotlib, which is not installed; get it with\n"
-                '    pip install "zarray[bench]"\n'
-                "(the table above is complete without it)",
-                file=sys.stderr,
-            )
+        except ImportError as exc:  # checked before the run, so only a broken install
+            print(f"zarray bench: cannot plot: {exc}", file=sys.stderr)
+            status = 1
         except OSError as exc:
             print(f"zarray bench: cannot write {args.plot}: {exc}", file=sys.stderr)
             status = 1
@@ -279,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit status: 0 on success, 1 if a measurement failed, 2 for bad arguments.
+        The exit status: 0 on success, 1 if a measurement failed or a file could not
+        be written, 2 for bad arguments (including ``--plot`` without matplotlib).
     """
     parser = _parser()
     args = parser.parse_args(argv)

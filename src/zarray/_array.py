@@ -25,6 +25,7 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
+import zmq
 
 from zarray._codec import pack, pack_array, unpack, unpack_array
 from zarray._dtypes import decode_cache, decode_dtype, encode_cache, encode_dtype
@@ -35,8 +36,10 @@ __all__ = [
     "SPAN_OVERHEAD",
     "Header",
     "array_from",
+    "frombuffer",
     "is_own_memory",
     "pack_header",
+    "pinned",
     "prepare",
     "rebuild",
     "unpack_header",
@@ -254,11 +257,40 @@ def _owned_copy(
     return strided
 
 
+def pinned(payload: Any) -> Any:
+    """``payload`` as an object whose bytes stay valid and in place while it is referenced.
+
+    ``bytes`` and ``zmq.Frame`` are returned as they are. A contiguous ndarray (C or
+    Fortran order, any dtype) becomes a flat uint8 view of its memory, which keeps it
+    referenced, as numpy's own views do. Any other exporter of a contiguous buffer
+    becomes a flat uint8 array over its memory, in memory order, whose base is a fresh
+    memoryview: that holds a buffer export for as long as any array built on it lives,
+    so a bytearray cannot be resized nor an mmap closed under it (numpy's
+    ``ndarray(buffer=...)`` alone does not pin them). Read-only stays read-only.
+    """
+    if type(payload) is bytes or type(payload) is zmq.Frame:
+        return payload
+    if type(payload) is np.ndarray:
+        if not (payload.flags.c_contiguous or payload.flags.f_contiguous):
+            raise BufferError("the payload must be a contiguous buffer (C or Fortran order)")
+        return payload.ravel(order="K").view(np.uint8)
+    view = memoryview(payload)
+    if not view.c_contiguous:
+        if not view.f_contiguous:
+            raise BufferError("the payload must be a contiguous buffer (C or Fortran order)")
+        # A Fortran-ordered buffer's memory order is its transpose's C order.
+        view = memoryview(np.asarray(view).T)
+    if view.ndim != 1 or view.format != "B":
+        view = view.cast("B")
+    return np.frombuffer(view, np.uint8)
+
+
 def array_from(header: Any, payload: Any, copy: bool = False) -> np.ndarray[Any, Any]:
-    """The array carried by a header frame and a payload frame (``bytes`` or ``zmq.Frame``).
+    """The array carried by a header frame and a payload (any contiguous buffer).
 
     Tries the compiled fast path first; it declines (returns None) on a dtype it has
     not seen yet or a misaligned frame, and the general path below handles those.
+    Both pin a payload that is not ``bytes`` or a ``zmq.Frame`` (see :func:`pinned`).
     """
     if not copy and unpack_array is not None:
         A = unpack_array(header, payload, decode_cache)
@@ -289,6 +321,7 @@ def rebuild(fields: tuple[Any, ...], payload: Any, copy: bool = False) -> np.nda
         # Freshly decompressed bytes belong to this array alone and are aligned: a
         # view of them already is the one copy that copy=True asks for.
         copy = copy and not owned
+    payload = pinned(payload)
     size = len(payload)
     if size != nbytes:
         raise HeaderError(f"payload is {size} bytes, but the header says {nbytes}")
@@ -328,6 +361,11 @@ def pack_header(A: Any) -> bytes:
     For a strided view that is too sparse to send as its memory span, this makes the
     same compact copy that :func:`send_array` would make, and describes that copy.
     """
+    if pack_array is not None:
+        # The compiled fast path directly: this is the public per-message header path.
+        header = pack_array(A, encode_cache)
+        if header is not None:
+            return header
     return prepare(A)[0]
 
 
@@ -352,3 +390,53 @@ def unpack_header(buf: Any) -> Header:
     descr, structured, itemsize, shape, strides, offset, nbytes, readonly = unpack(buf)[:8]
     dt = decode_dtype(descr, structured, itemsize)
     return Header(dt, shape, strides, offset, nbytes, not readonly)
+
+
+def frombuffer(header: Any, buffer: Any, copy: bool = False) -> np.ndarray[Any, Any]:
+    """Rebuild an array from its header and a buffer holding its payload.
+
+    The inverse of :func:`pack_header` (or of :func:`serialize`) without a socket: for
+    arrays stored or moved by other means (a file, shared memory, another transport).
+
+    Parameters
+    ----------
+    header : bytes-like
+        A header frame, as :func:`pack_header` returns it (bytes, memoryview,
+        zmq.Frame, ...).
+    buffer : buffer-protocol object
+        The payload: bytes, bytearray, memoryview, mmap, zmq.Frame, a numpy array, or
+        any other object exporting a contiguous buffer (C or Fortran order) whose
+        memory, from its first byte, is exactly the ``nbytes`` the header states.
+    copy : bool
+        If True, return an array that owns its memory (one copy).
+
+    Returns
+    -------
+    numpy.ndarray
+        The array the header describes, aligned for its dtype.
+
+    Raises
+    ------
+    HeaderError
+        If the header is malformed or the buffer's length is not the header's
+        ``nbytes``.
+    BufferError
+        If ``buffer`` is not contiguous (as ``numpy.frombuffer`` raises).
+
+    Notes
+    -----
+    This never copies unless ``copy=True`` or the buffer is misaligned for the dtype
+    (then the payload is copied once into aligned memory). Otherwise the result
+    *views* ``buffer``, as ``numpy.frombuffer`` does: writes through either are visible
+    in the other, and the result is read-only if the buffer is read-only (``bytes``, a
+    read-only memoryview or mmap) or the header says the sender's array was. The
+    buffer's exporter is pinned while the result lives (its base holds a memoryview
+    of it, or the ``bytes``/``zmq.Frame`` itself): a bytearray cannot be resized, nor
+    an mmap closed, under the array; both raise ``BufferError`` until it is gone.
+    """
+    # array_from's body, inlined: one Python call less on the public per-message path.
+    if not copy and unpack_array is not None:
+        A = unpack_array(header, buffer, decode_cache)
+        if A is not None:
+            return A  # type: ignore[no-any-return]
+    return rebuild(unpack(header), buffer, copy)

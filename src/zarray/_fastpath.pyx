@@ -12,15 +12,19 @@ rule of its own: every header goes through the codec's checks in ``_header``.
 """
 
 cimport numpy as cnp
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport (
+    PyBUF_ANY_CONTIGUOUS, PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
+from cpython.memoryview cimport PyMemoryView_FromObject
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
 from zarray._header cimport Fields, pack_c, parse_c, _MAX_NDIM
+
+from zmq import Frame as _Frame
 
 from zarray.errors import HeaderError
 
@@ -81,14 +85,18 @@ def pack_array(object A, dict encode_cache):
 def unpack_array(object header, object payload, dict decode_cache):
     """View ``payload`` as the array ``header`` describes, or return None.
 
-    ``header`` and ``payload`` must be ``bytes`` or ``zmq.Frame`` (objects whose memory
-    never moves while they live). A misaligned C- or Fortran-ordered payload is copied
-    once into a fresh aligned array. Returns None when the dtype is not in
+    ``header`` is any bytes-like object; ``payload`` any object exporting a contiguous
+    buffer (C or Fortran order), whose memory, from its first byte, is the payload. The
+    result is read-only if that buffer is. A misaligned C- or Fortran-ordered payload
+    is copied once into a fresh aligned array. Returns None when the dtype is not in
     ``decode_cache`` (descriptor bytes -> dtype) or the view would be misaligned in
     another layout, so the caller's general path can build the dtype or copy. Raises
     ``HeaderError`` for a malformed header or a payload of the wrong length.
     """
-    cdef Py_buffer hview, pview
+    cdef Py_buffer hview
+    cdef char* pbuf
+    cdef Py_ssize_t plen
+    cdef bint preadonly
     cdef Fields h
     cdef PyObject* entry
     cdef cnp.dtype dt
@@ -112,22 +120,18 @@ def unpack_array(object header, object payload, dict decode_cache):
     dt = <cnp.dtype>entry
     if cnp.PyDataType_HASFIELDS(dt) != h.structured or <uint64_t>dt.itemsize != h.itemsize:
         return None  # inconsistent header: the general path names the error
-    PyObject_GetBuffer(payload, &pview, PyBUF_SIMPLE)
-    try:
-        if <uint64_t>pview.len != h.nbytes:
-            raise HeaderError(f"payload is {pview.len} bytes, but the header says {h.nbytes}")
-        for i in range(h.ndim):
-            dims[i] = <cnp.npy_intp>h.shape[i]
-            strides[i] = <cnp.npy_intp>h.strides[i]
-        flags = 0 if (pview.readonly or h.readonly) else cnp.NPY_ARRAY_WRITEABLE
-        Py_INCREF(dt)  # PyArray_NewFromDescr steals it
-        arr = PyArray_NewFromDescr(
-            <PyTypeObject*>cnp.ndarray, <cnp.PyArray_Descr*>dt, h.ndim, dims, strides,
-            <char*>pview.buf + h.offset, flags, NULL)
-    finally:
-        PyBuffer_Release(&pview)
-    # The array keeps the frame (and so libzmq's message) alive for as long as it lives.
-    cnp.set_array_base(arr, payload)
+    owner = _pinned(payload, &pbuf, &plen, &preadonly)
+    if <uint64_t>plen != h.nbytes:
+        raise HeaderError(f"payload is {plen} bytes, but the header says {h.nbytes}")
+    for i in range(h.ndim):
+        dims[i] = <cnp.npy_intp>h.shape[i]
+        strides[i] = <cnp.npy_intp>h.strides[i]
+    flags = 0 if (preadonly or h.readonly) else cnp.NPY_ARRAY_WRITEABLE
+    Py_INCREF(dt)  # PyArray_NewFromDescr steals it
+    arr = PyArray_NewFromDescr(
+        <PyTypeObject*>cnp.ndarray, <cnp.PyArray_Descr*>dt, h.ndim, dims, strides,
+        pbuf + h.offset, flags, NULL)
+    cnp.set_array_base(arr, owner)
     if cnp.PyArray_ISALIGNED(arr):
         return arr
     # libzmq puts frames wherever its allocator or receive buffer did (small frames at
@@ -145,6 +149,46 @@ def unpack_array(object header, object payload, dict decode_cache):
     if h.readonly:
         cnp.PyArray_CLEARFLAGS(fresh, cnp.NPY_ARRAY_WRITEABLE)
     return fresh
+
+
+cdef object _pinned(object payload, char** buf, Py_ssize_t* size, bint* readonly):
+    """Find the payload's memory; return the object that must become the array's base.
+
+    The base must keep that memory valid, and in place, for as long as the array
+    lives. bytes, zmq.Frame (which holds libzmq's message) and ndarrays do so by merely
+    being referenced, so they are the base as they are. Any other exporter (bytearray,
+    mmap, memoryview, ...) is wrapped in a fresh memoryview, which holds a buffer
+    export until the array dies: a bytearray then refuses to resize and an mmap to
+    close (BufferError) instead of leaving the array dangling. A fresh one, not the
+    caller's memoryview, which the caller could release(). numpy.frombuffer pins its
+    buffer the same way. Only the owner's reference is needed past this function, so
+    the buffer view taken here is released at once.
+    """
+    cdef Py_buffer view
+    cdef cnp.ndarray a
+    cdef int f
+    if type(payload) is cnp.ndarray:
+        # Its memory, read directly: no buffer export (numpy's fills in format, shape
+        # and strides, and refuses datetime64 altogether).
+        a = <cnp.ndarray>payload
+        f = cnp.PyArray_FLAGS(a)
+        if not (f & _CONTIGUOUS):
+            raise BufferError("the payload must be a contiguous buffer (C or Fortran order)")
+        buf[0] = <char*>cnp.PyArray_DATA(a)
+        size[0] = cnp.PyArray_NBYTES(a)
+        readonly[0] = not (f & cnp.NPY_ARRAY_WRITEABLE)
+        return payload
+    if type(payload) is bytes or type(payload) is _Frame:
+        owner = payload
+    else:
+        owner = PyMemoryView_FromObject(payload)
+    # Any contiguous buffer, C or Fortran order: its memory from its first byte.
+    PyObject_GetBuffer(owner, &view, PyBUF_ANY_CONTIGUOUS)
+    buf[0] = <char*>view.buf
+    size[0] = view.len
+    readonly[0] = view.readonly
+    PyBuffer_Release(&view)
+    return owner
 
 
 cdef inline int flags_of(cnp.ndarray arr) noexcept:

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import zmq
 
-from zarray._array import prepare
+from zarray._array import array_from, prepare
+from zarray._codec import pack_array, unpack_array
+from zarray._dtypes import decode_cache, encode_cache
 from zarray._message import decode_array, locate
+from zarray.errors import HeaderError
 
 __all__ = ["deserialize", "serialize"]
 
@@ -41,6 +43,11 @@ def serialize(A: np.ndarray[Any, Any]) -> list[Any]:
     without a copy (above ``socket.copy_threshold``), and pyzmq then returns the
     payload frame's tracker when ``track=True`` is passed too.
     """
+    if pack_array is not None:
+        # The compiled fast path directly (what prepare() tries first): no extra call.
+        header = pack_array(A, encode_cache)
+        if header is not None:
+            return [header, A]
     header, payload = prepare(A)
     return [header, payload]
 
@@ -50,11 +57,12 @@ def deserialize(frames: Sequence[Any], copy: bool = False) -> np.ndarray[Any, An
 
     Parameters
     ----------
-    frames : sequence of zmq.Frame or bytes
+    frames : sequence of buffer-protocol objects
         Every frame of one message, as ``socket.recv_serialized`` passes them
-        (``zmq.Frame`` with ``copy=False``, ``bytes`` with ``copy=True``). Frames before
-        zarray's part (a topic, identities) are skipped. A JSON-recipe message is
-        decoded too.
+        (``zmq.Frame`` with ``copy=False``, ``bytes`` with ``copy=True``), or as
+        :func:`serialize` returned them, or any bytes-like objects (bytearray,
+        memoryview, mmap, numpy arrays). Frames before zarray's part (a topic,
+        identities) are skipped. A JSON-recipe message is decoded too.
     copy : bool
         If True, return an array that owns its memory (one copy).
 
@@ -67,15 +75,32 @@ def deserialize(frames: Sequence[Any], copy: bool = False) -> np.ndarray[Any, An
     ------
     HeaderError
         If the frames are not one valid zarray message (or carry several arrays).
+    BufferError
+        If the payload frame is not a contiguous buffer (as ``numpy.frombuffer`` raises).
 
     Notes
     -----
-    With ``zmq.Frame`` frames and ``copy=False`` the result views the payload frame
-    (copied once only when it is misaligned for the dtype). ``bytes`` frames are
-    immutable, so an array viewing one is read-only; pass ``copy=True`` for a writeable
-    array. Other buffer objects (``bytearray``, ``memoryview``) are copied to ``bytes``
-    first, since their memory could change under the array.
+    This never copies unless ``copy=True`` or the payload is misaligned for the dtype
+    (then it is copied once into aligned memory). Otherwise the result *views* the
+    payload frame, whatever object holds it, as ``numpy.frombuffer`` does: it aliases
+    that memory, so writes through either are visible in the other (with the frames of
+    ``serialize(A)``, the result views ``A`` itself). It is read-only when the payload
+    is (``bytes``, a read-only memoryview or mmap) or the sender's array was; pass
+    ``copy=True`` for a writeable, independent array. The payload's exporter is pinned
+    while the result lives: a bytearray cannot be resized, nor an mmap closed, under
+    it (both raise ``BufferError`` until the array is gone).
     """
-    parts = [f if isinstance(f, (bytes, zmq.Frame)) else bytes(f) for f in frames]
+    if len(frames) == 2:
+        # The plain message, header and payload: straight to the compiled fast path,
+        # which returns None for what only the general path (array_from) handles.
+        try:
+            if not copy and unpack_array is not None:
+                A = unpack_array(frames[0], frames[1], decode_cache)
+                if A is not None:
+                    return A  # type: ignore[no-any-return]
+            return array_from(frames[0], frames[1], copy)
+        except HeaderError:
+            pass  # the JSON recipe, or a bad message: locate() below says which
+    parts = list(frames)
     start, kind = locate(parts)
     return decode_array(parts, start, kind, copy)
