@@ -13,11 +13,11 @@ memory (``shm=``);
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
 
 from zarray._array import Header, frombuffer, pack_header, unpack_header
 from zarray._multi import recv_arrays, send_arrays
 from zarray._serialize import deserialize, serialize
+from zarray._shm import SharedPool
 from zarray._socket import Context, Socket
 from zarray._transport import recv_array, send_array
 from zarray.errors import (
@@ -27,9 +27,6 @@ from zarray.errors import (
     UnsupportedArrayError,
     ZarrayError,
 )
-
-if TYPE_CHECKING:
-    from zarray._shm import SharedPool
 
 try:
     __version__ = version("zarray")
@@ -58,12 +55,3 @@ __all__ = [
     "unpack_header",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # The shared-memory module (memfd, seals, a side-channel thread) is imported on
-    # first use, so that `import zarray` stays as light as the inline path needs.
-    if name == "SharedPool":
-        from zarray._shm import SharedPool
-
-        return SharedPool
-    raise AttributeError(f"module 'zarray' has no attribute {name!r}")

@@ -67,8 +67,7 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import zmq
@@ -90,6 +89,9 @@ from zarray._shm_channel import (
     serve,
 )
 from zarray.errors import PoolFullError
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["PoolBusy", "SharedPool"]
 
@@ -758,6 +760,8 @@ def _copy(dst: NDArray, src: NDArray, threads: int) -> None:
         np.copyto(dst, src)
         return
     if _copiers is None:
+        from concurrent.futures import ThreadPoolExecutor  # imports logging: only when used
+
         _copiers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="zarray-copy")
     step = -(-n // threads // 64) * 64  # slice edges on cache lines
     cuts = list(range(0, n, step))
