@@ -54,4 +54,3 @@ __all__ = [
     "serialize",
     "unpack_header",
 ]
-

@@ -18,6 +18,7 @@ from zarray import _bench
 
 __all__ = ["main"]
 
+_SHM_SIZES = ",".join(_bench.format_size(n).replace(" ", "") for n in _bench.SHM_SIZES)
 _DEFAULT_SIZES = ",".join(_bench.format_size(n).replace(" ", "") for n in _bench.DEFAULT_SIZES)
 
 
@@ -137,17 +138,29 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--sizes",
         type=_sizes,
-        default=list(_bench.DEFAULT_SIZES),
+        default=None,
         metavar="LIST",
         help=f"array sizes in bytes, comma-separated, units B/KiB/MiB/GiB "
-        f"(default: {_DEFAULT_SIZES})",
+        f"(default: {_DEFAULT_SIZES}; with --shm: {_SHM_SIZES})",
     )
     bench.add_argument(
         "--methods",
         type=_method_names,
-        default=list(_bench.DEFAULT_METHODS),
+        default=None,
         metavar="LIST",
-        help="methods to compare, comma-separated (see below)",
+        help="methods to compare, comma-separated (see below; default: the default set, "
+        "or with --shm: " + ",".join(_bench.SHM_METHODS) + ")",
+    )
+    bench.add_argument(
+        "--shm",
+        action="store_true",
+        help=(
+            "same host, no socket copies: zarray over shared memory (an array in a "
+            "zarray.SharedPool, and an ordinary array copied into one) beside zarray "
+            "and raw pyzmq over ipc, then numpy.copyto of the same arrays and mpi4py "
+            "Send/Recv (when mpi4py and mpiexec are installed: pip install mpi4py "
+            "mpich), all in one run; prints issue 10's target ratios"
+        ),
     )
     bench.add_argument(
         "--dtype", default="float64", help="element type of the arrays (default: float64)"
@@ -188,6 +201,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _bench_command(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.subparser
+    if args.shm and args.transport != "ipc":
+        parser.error("--shm measures between two processes on this host over ipc")
+    if args.sizes is None:
+        args.sizes = list(_bench.SHM_SIZES if args.shm else _bench.DEFAULT_SIZES)
+    if args.methods is None:
+        args.methods = list(_bench.SHM_METHODS if args.shm else _bench.DEFAULT_METHODS)
     try:
         dtype = _bench.check_sizes(args.sizes, args.dtype)
     except ValueError as exc:
@@ -246,6 +265,12 @@ def _bench_command(args: argparse.Namespace) -> int:
         print("zarray bench: interrupted", file=sys.stderr)
         return 130
     progress.close()
+    if args.shm:
+        results += _bench.measure_copyto(args.sizes, dtype, args.time, args.repeat)
+        mpi, why = _bench.measure_mpi(args.sizes, dtype, args.time, args.repeat, args.timeout)
+        results += mpi
+        if why:
+            print(f"note: skipped mpi4py: {why}", file=sys.stderr)
 
     print()
     print(_bench.format_table(results))
@@ -254,7 +279,11 @@ def _bench_command(args: argparse.Namespace) -> int:
     # pickle5, raw) as well as the copying ones, in table order.
     others = [m.name for m in methods if m.name != "zarray"]
     lines = [_bench.format_speedups(results, "zarray", name) for name in others]
-    if any(lines):
+    if args.shm:
+        print("same-host targets (issue 10), ratios of this run:")
+        for target in _bench.shm_targets(results):
+            print("  " + target)
+    elif any(lines):
         print("throughput of zarray (zero-copy) over each other method, at each size:")
         for line in lines:
             if line:

@@ -215,8 +215,10 @@ class SharedPool:
         expires; nothing is sent either way); ``"inline"`` sends that payload inline.
     lease_timeout : float or None
         Seconds a sent reference may stay unclaimed before the pool takes its slot back
-        (a receiver that gets the message later gets a ``HeaderError`` saying so).
-        ``None`` keeps unclaimed leases until the pool is closed.
+        (a receiver that gets the message later gets a ``HeaderError`` saying so). The
+        pool looks at least every ``lease_timeout`` seconds, so a lost message's slot
+        comes back within twice that, and at once when a send needs the room. ``None``
+        keeps unclaimed leases until the pool is closed.
     allow_uids : iterable of int
         Other users whose processes may attach, besides this process's own user.
     max_leases : int
@@ -654,10 +656,10 @@ class SharedPool:
                 lease_id = _random_id()
             lease = _Lease(self, block, lease_id, offset, length, own)
             self._leases[lease_id] = lease
-            first = not self._unclaimed
+            # No wake-up of the server thread per message (it would take the GIL from
+            # the sender): it looks at least every lease_timeout, and a sender that
+            # needs room expires leases itself (_loan).
             self._unclaimed[lease_id] = lease
-        if first and self.lease_timeout is not None:
-            poke(self._wake_w)  # the server thread times the expiry
         return lease
 
     def _end_lease(self, lease_id: int) -> None:
@@ -677,7 +679,8 @@ class SharedPool:
         del block
 
     def _expire(self) -> float | None:
-        """Reclaim unclaimed leases older than lease_timeout; seconds to the next one."""
+        """Reclaim unclaimed leases older than lease_timeout; seconds until it is worth
+        looking again (the next one's due time, or lease_timeout when none waits)."""
         if self.lease_timeout is None:
             return None
         now = time.monotonic()
@@ -687,7 +690,7 @@ class SharedPool:
             if due > now:
                 return due - now
             self._end_lease(lease_id)
-        return None
+        return self.lease_timeout
 
     # -- the side channel (run by the server thread) ----------------------------------
 

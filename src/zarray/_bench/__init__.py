@@ -16,7 +16,10 @@ The parts, one module each:
   receives, checks and acknowledges;
 * :mod:`~zarray._bench.measure`: warm-up, batch sizes, repeats, the progress bar;
 * :mod:`~zarray._bench.report`: the table, the speed-up lines, the plot and JSON;
-* :mod:`~zarray._bench.header`: the header path alone, for ``bench/test_bench_header.py``.
+* :mod:`~zarray._bench.header`: the header path alone, for ``bench/test_bench_header.py``;
+* :mod:`~zarray._bench.samehost`: ``zarray bench --shm``'s floors beside the methods
+  (``numpy.copyto`` here, mpi4py ``Send``/``Recv`` between two ranks, run by
+  :mod:`~zarray._bench.mpi` under ``mpiexec``).
 
 Everything uses zarray's public API, except :func:`~zarray._bench.header.header_path`,
 which holds every private import in one place. This package re-exports the names
@@ -65,6 +68,13 @@ from zarray._bench.report import (
     plot_results,
     results_to_json,
 )
+from zarray._bench.samehost import (
+    SHM_METHODS,
+    SHM_SIZES,
+    measure_copyto,
+    measure_mpi,
+    shm_targets,
+)
 
 __all__ = [
     "BASELINE",
@@ -73,6 +83,8 @@ __all__ = [
     "METHODS",
     "PUBLIC_PATHS",
     "REGISTRY",
+    "SHM_METHODS",
+    "SHM_SIZES",
     "TRANSPORTS",
     "BenchError",
     "Expected",
@@ -98,7 +110,9 @@ __all__ = [
     "machine_title",
     "make_array",
     "measure",
+    "measure_copyto",
     "measure_many",
+    "measure_mpi",
     "parse_size",
     "parse_sizes",
     "plot_results",
@@ -106,5 +120,6 @@ __all__ = [
     "reset_peak_memory",
     "results_to_json",
     "run_bench",
+    "shm_targets",
     "warmup_count",
 ]

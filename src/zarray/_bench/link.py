@@ -206,6 +206,10 @@ def _peer_echo(
 # The driver side
 
 
+#: What a message of a by-reference method (shared memory) queues: header and reference.
+_REFERENCE_BYTES = 256
+
+
 def _hwm_for(nbytes: int) -> int:
     return max(2, min(1000, QUEUE_BYTES // max(nbytes, 1)))
 
@@ -353,7 +357,7 @@ class Link:
         ``copy_threshold`` overrides the sending socket's ``copy_threshold``.
         """
         arr = np.asarray(A)
-        sock = self._socket_for(arr.nbytes)
+        sock = self._socket_for(_REFERENCE_BYTES if method.by_reference else arr.nbytes)
         sock.copy_threshold = zmq.COPY_THRESHOLD if copy_threshold is None else copy_threshold
         send = method.send
         self._conn.send(("recv", method.name, arr.nbytes, arr.dtype.str, count))
@@ -379,7 +383,7 @@ class Link:
         The peer receives each message with ``method`` and sends what it got back
         with ``method``; the callable checks what comes back.
         """
-        sock = self._socket_for(A.nbytes)
+        sock = self._socket_for(_REFERENCE_BYTES if method.by_reference else A.nbytes)
         sock.copy_threshold = zmq.COPY_THRESHOLD if copy_threshold is None else copy_threshold
         expected = Expected.of(A.nbytes, A.dtype.str)
         send, recv, kind = method.send, method.recv, method.kind

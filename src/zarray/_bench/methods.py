@@ -75,6 +75,10 @@ class Method:
         :data:`REGISTRY` order).
     plot : PlotStyle or None
         Its line in the plot; None draws it in a colour of its own, labelled by name.
+    by_reference : bool
+        Its messages carry a reference, not the array's bytes (shared memory): the
+        link's queue is then not shortened for large arrays, since queued messages
+        hold no payload (the pool's size bounds what is in flight).
     """
 
     name: str
@@ -85,6 +89,7 @@ class Method:
     requires: tuple[str, ...] = ()
     default: bool = False
     plot: PlotStyle | None = None
+    by_reference: bool = False
 
     def missing(self) -> list[str]:
         """Return the required modules that cannot be imported."""
@@ -214,6 +219,40 @@ def _recv_raw(sock: Socket) -> Any:
     return sock.recv(copy=n < zmq.COPY_THRESHOLD)
 
 
+# -- shared memory (zarray bench --shm): the driver's pool, grown for the largest array
+
+_pool: list[zarray.SharedPool] = []
+_pooled: list[tuple[Any, Array]] = []  # (the last array given, its copy in the pool)
+
+
+def _pool_for(nbytes: int) -> zarray.SharedPool:
+    """The driver's pool, big enough for the queued copies of ``nbytes`` arrays.
+
+    Every method streams a batch without waiting, so up to the link's queue (about
+    128 MiB, at least two messages) may be in flight; the pool holds that, plus two.
+    ``threshold=0`` sends every size by reference, to show what shared memory costs
+    even where zarray's default (inline below 256 KiB) would not use it.
+    """
+    need = max(256 * 2**20, 128 * 2**20 + 3 * nbytes)
+    if not _pool or _pool[0].size < need:
+        if _pool:
+            _pool.pop().close()
+        _pooled.clear()
+        _pool.append(zarray.SharedPool(need, threshold=0))
+    return _pool[0]
+
+
+def _send_shm(sock: Socket, A: Any) -> None:
+    pool = _pool_for(A.nbytes)
+    if not _pooled or _pooled[0][0] is not A:
+        _pooled[:] = [(A, pool.asarray(A))]  # made once, then sent by reference each time
+    zarray.send_array(sock, _pooled[0][1], copy=False, track=False, shm=pool)
+
+
+def _send_shm_copy(sock: Socket, A: Any) -> None:
+    zarray.send_array(sock, A, copy=False, track=False, shm=_pool_for(A.nbytes))
+
+
 #: Every method, in table order. Add a method here (see the module docstring).
 REGISTRY: list[Method] = [
     Method(
@@ -274,6 +313,24 @@ REGISTRY: list[Method] = [
         kind="buffer",
         default=True,
         plot=PlotStyle("raw pyzmq frames (floor)", "0.3", "x", ":"),
+    ),
+    Method(
+        "zarray-shm",
+        "zarray over shared memory, an array that lives in a zarray.SharedPool: "
+        "send_array(shm=pool) sends a 40-byte reference, the peer maps the pool",
+        _send_shm,
+        _recv_zarray,
+        plot=PlotStyle("zarray, array in a SharedPool", "C3", "*", "-", 2.8, zorder=3),
+        by_reference=True,
+    ),
+    Method(
+        "zarray-shm-copy",
+        "zarray over shared memory, an ordinary array: copied once into the pool "
+        "(at memory bandwidth), then sent by reference",
+        _send_shm_copy,
+        _recv_zarray,
+        plot=PlotStyle("zarray, copied into a SharedPool", "C3", "h", "--", 2.0),
+        by_reference=True,
     ),
     # Variants for the copy-threshold sweep (bench/sweep_threshold.py), not run by default.
     Method(
