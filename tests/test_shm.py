@@ -679,3 +679,35 @@ def test_closed_pool_refuses_new_references(make_pair: Any) -> None:
         zarray.recv_array(receiver)
     with pytest.raises(ValueError, match="closed"):
         zarray.send_array(sender, A, shm=pool)
+
+
+def test_other_systems_get_a_clear_error() -> None:
+    """Elsewhere than Linux: zarray imports, SharedPool and shared-memory payloads say why.
+
+    Run in a fresh interpreter that takes itself for macOS before zarray is imported
+    (what it checks is ``sys.platform``; the system calls it avoids are Linux's own).
+    """
+    code = (
+        "import sys; sys.platform = 'darwin'\n"
+        "import numpy as np, zarray\n"
+        "from zarray._codec import set_encoding\n"
+        "try:\n"
+        "    zarray.SharedPool(1 << 20)\n"
+        "except OSError as exc:\n"
+        "    assert 'needs Linux' in str(exc), exc\n"
+        "else:\n"
+        "    raise SystemExit('no OSError')\n"
+        "h = set_encoding(zarray.pack_header(np.zeros(8, np.uint8)), 0, 0, 1)\n"
+        "try:\n"
+        "    zarray.deserialize([h, bytes(40)])\n"
+        "except zarray.HeaderError as exc:\n"
+        "    assert 'needs Linux' in str(exc), exc\n"
+        "else:\n"
+        "    raise SystemExit('no HeaderError')\n"
+        "print('ok')\n"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

@@ -56,7 +56,6 @@ Linux only (memfd, seals, ``SO_PEERCRED``); elsewhere :class:`SharedPool` raises
 from __future__ import annotations
 
 import errno
-import fcntl
 import math
 import mmap
 import os
@@ -76,6 +75,9 @@ from zarray._array import prepare
 from zarray._codec import KIND_SHM, set_encoding
 from zarray._shm_channel import (
     CHANNEL_TIMEOUT,
+    F_ADD_SEALS,
+    F_SEAL_FUTURE_WRITE,
+    LINUX,
     OK,
     OUTSIDE,
     REF,
@@ -97,7 +99,6 @@ __all__ = ["PoolBusy", "SharedPool"]
 
 NDArray = np.ndarray[Any, Any]
 
-_F_SEAL_FUTURE_WRITE = 0x10  # Linux 5.1; not in Python's fcntl module
 _PAGE = mmap.PAGESIZE
 _NOBLOCK = int(zmq.NOBLOCK)
 _INLINE_TYPES = frozenset((zmq.PUB, zmq.XPUB, zmq.RADIO))
@@ -260,8 +261,11 @@ class SharedPool:
         max_leases: int = 65536,
         copy_threads: int | None = None,
     ) -> None:
-        if not sys.platform.startswith("linux"):
-            raise OSError("zarray.SharedPool needs Linux (memfd and file seals)")
+        if not LINUX:
+            raise OSError(
+                f"zarray.SharedPool needs Linux (memfd, file seals, SO_PEERCRED); this is "
+                f"{sys.platform}: send inline instead (leave shm=None)"
+            )
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise ValueError(f"size must be a positive number of bytes, got {size!r}")
         if when_full not in ("block", "inline"):
@@ -296,13 +300,14 @@ class SharedPool:
             self._map = mmap.mmap(
                 self._fd, self.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE
             )
-            seals = SEALS | _F_SEAL_FUTURE_WRITE
+            import fcntl
+
             try:
-                fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, seals)
+                fcntl.fcntl(self._fd, F_ADD_SEALS, SEALS | F_SEAL_FUTURE_WRITE)
             except OSError as exc:  # pragma: no cover - kernels before 5.1
                 if exc.errno != errno.EINVAL:
                     raise
-                fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, SEALS)
+                fcntl.fcntl(self._fd, F_ADD_SEALS, SEALS)
             self._whole = np.frombuffer(self._map, np.uint8)
             self._base = _address(self._whole)
             self._listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)

@@ -16,13 +16,13 @@ it stands for. The pool itself (allocation, leases, sending) is ``zarray._shm``.
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
 import selectors
 import socket as _socket
 import stat
 import struct
+import sys
 import threading
 import weakref
 from collections import deque
@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHANNEL_TIMEOUT",
+    "F_ADD_SEALS",
+    "F_GET_SEALS",
+    "F_SEAL_FUTURE_WRITE",
+    "LINUX",
     "REF",
     "REF_MAGIC",
     "REF_SIZE",
@@ -74,9 +78,16 @@ _STATUS = {
     OUTSIDE: "outside the region the sender leased",
 }
 
+# fcntl(2) on Linux. Python's fcntl module names these only on Linux (and not
+# F_SEAL_FUTURE_WRITE, Linux 5.1), so they are spelled out: `import zarray` must work
+# on every system, and shared memory says clearly where it does not.
+F_ADD_SEALS, F_GET_SEALS = 1033, 1034
+F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_FUTURE_WRITE = 0x1, 0x2, 0x4, 0x10
 #: The seals a receiver requires before it maps a segment: the file's size can then
 #: never change under the mapping (reading past a shrunk end would raise SIGBUS).
-SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+SEALS = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL
+#: Shared memory works here: memfd, seals, abstract sockets, SO_PEERCRED.
+LINUX = sys.platform.startswith("linux")
 #: A claim or handshake that gets no answer within this many seconds fails (HeaderError).
 CHANNEL_TIMEOUT = 10.0
 
@@ -306,8 +317,10 @@ class _Attachment:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size != size or size <= 0:
             raise HeaderError(f"{pool}: the descriptor is not a regular file of {size} bytes")
+        import fcntl
+
         try:
-            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+            seals = fcntl.fcntl(fd, F_GET_SEALS)
         except OSError:
             seals = 0
         if seals & SEALS != SEALS:
@@ -422,7 +435,8 @@ def _reset_after_fork() -> None:
     _registry_lock = threading.RLock()
 
 
-os.register_at_fork(after_in_child=_reset_after_fork)
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def open_reference(fields: tuple[Any, ...], frame: Any) -> NDArray:
@@ -433,6 +447,11 @@ def open_reference(fields: tuple[Any, ...], frame: Any) -> NDArray:
     when the last array viewing it goes. Raises HeaderError, saying why, when the
     reference cannot be used.
     """
+    if not LINUX:
+        raise HeaderError(
+            f"a shared-memory payload arrived, but this zarray runs on {sys.platform}; "
+            "shared memory needs Linux on both sides (send inline from the sender)"
+        )
     view = memoryview(frame)
     if view.nbytes != REF_SIZE:
         raise HeaderError(
