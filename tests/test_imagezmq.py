@@ -242,6 +242,7 @@ def test_meta_rules() -> None:
         zarray.send_array(a, IMAGE, format="json", meta={"msg": "ünïcode", "n": [1, 2]})
         arrays, meta = zarray.recv_arrays(b)
         assert meta == {"msg": "ünïcode", "n": [1, 2]}
+        assert np.array_equal(arrays[0], IMAGE)
         a.close(linger=0)
         b.close(linger=0)
     finally:
