@@ -100,11 +100,11 @@ def send_array(
     compress : str or tuple, optional
         Compress the payload for a slow link: ``"lz4"``, ``"zstd"``, ``("zstd", level)``
         or ``"auto"``; ``(name, level, False)`` turns the byte-shuffle filter off (by
-        default it is applied to dtypes of more than one byte). A codec compresses every
-        non-empty payload; ``"auto"`` (lz4) only payloads of 64 KiB or more on
-        sockets whose endpoint leaves the host (not ``inproc://`` or ``ipc://``) whose
-        samples, and then the whole, shrink to at most 0.7 of their size, and sends
-        the rest as it would without compression. Needs ``pip install
+        default it is applied to dtypes of more than one byte). A named codec compresses
+        every non-empty payload. ``"auto"`` (lz4) compresses only payloads of 64 KiB or
+        more, on sockets whose endpoint is not ``inproc://`` or ``ipc://``, and only if
+        samples and then the whole payload shrink to at most 0.7 of their size; it
+        sends the rest as it would without compression. Needs ``pip install
         "zarray[compress]"``. Only with ``format="zarray"``; ignored when ``shm`` is
         given. See docs/FORMAT.md for the bytes.
 
