@@ -1,7 +1,8 @@
 """Build zarray's extension modules; all other metadata lives in pyproject.toml.
 
-``_header`` (the codec) uses only the Python C API. ``_fastpath`` uses numpy's C API,
-so it is compiled against numpy 2.x headers, which also run on numpy 1.25 and later.
+``_header`` (the codec) and ``_shuffle`` (the compression filter) use only the Python C
+API. ``_fastpath`` uses numpy's C API, so it is compiled against numpy 2.x headers,
+which also run on numpy 1.25 and later.
 """
 
 import numpy
@@ -12,6 +13,7 @@ setup(
     ext_modules=cythonize(
         [
             Extension("zarray._header", ["src/zarray/_header.pyx"]),
+            Extension("zarray._shuffle", ["src/zarray/_shuffle.pyx"]),
             Extension(
                 "zarray._fastpath",
                 ["src/zarray/_fastpath.pyx"],

@@ -18,6 +18,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+import _reference_codec
 import numpy as np
 
 import zarray
@@ -150,10 +151,16 @@ def reference(frames: list[bytes]) -> Outcome:
         dt = decode_dtype(descr, structured, itemsize)
     except zarray.HeaderError:
         return ("err", "HeaderError")
-    if fields[8] or fields[10]:
-        # A compressed payload or a shared-memory reference: mutated bytes never make
-        # a valid one (a reference names a pool that does not exist here).
+    if fields[10]:
+        # A shared-memory reference: mutated bytes never make a valid one (it names a
+        # pool that does not exist here).
         return ("err", "HeaderError")
+    if fields[8]:
+        # A compressed payload: what the spec's framing decodes to, if anything.
+        decoded = _reference_codec.decompress(fields, payload)
+        if decoded is None:
+            return ("err", "HeaderError")
+        payload = decoded
     if len(payload) != nbytes:
         return ("err", "HeaderError")
     return ("ok", dt, shape, strides, offset, readonly, payload)

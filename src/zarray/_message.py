@@ -34,7 +34,17 @@ from zarray import _json_recipe
 from zarray._array import array_from, rebuild
 from zarray._codec import unpack
 from zarray._dtypes import decode_dtype
-from zarray._payload import PRIVATE, SMALL, USER, Lease, Stage, decode_into, encode, open_payload
+from zarray._payload import (
+    PENDING,
+    PRIVATE,
+    SMALL,
+    USER,
+    Lease,
+    Stage,
+    decode_into,
+    encode,
+    open_payload,
+)
 from zarray.errors import HeaderError, OutMismatchError, UnsupportedArrayError
 
 __all__ = [
@@ -56,6 +66,7 @@ __all__ = [
     "decode_arrays",
     "envelope_of",
     "fields_of",
+    "is_compressed",
     "locate",
     "outgoing_array",
     "outgoing_arrays",
@@ -254,6 +265,26 @@ def locate(frames: Sequence[Any]) -> tuple[int, int]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def is_compressed(frames: Sequence[Any], start: int, kind: int) -> bool:
+    """Whether an array header of a located body names a codec (header byte 6).
+
+    A peek, before any header is parsed: ``zarray.asyncio`` decodes such a message off
+    the event loop. A frame too short to say counts as not compressed (it is refused
+    when decoded).
+    """
+    if kind == SINGLE:
+        heads: Sequence[Any] = (frames[start],)
+    elif kind == MULTI:
+        heads = frames[start + 1 :: 2]
+    else:
+        return False
+    for head in heads:
+        view = memoryview(head)
+        if view.nbytes > 6 and view[6]:
+            return True
+    return False
+
+
 def envelope_of(frames: Sequence[Any], start: int) -> list[bytes]:
     """The envelope frames (those before ``start``) as bytes."""
     return [bytes_of(f) for f in frames[:start]]
@@ -378,15 +409,18 @@ class Outgoing:
     ``frames[i]`` is handed to pyzmq as ``modes[i]`` says (``zarray._payload``: SMALL
     frames are copied, USER frames are the caller's memory, PRIVATE frames zarray's own
     buffers). ``leases`` are the shared-memory slots the message refers to: if the
-    message is not sent after all, :meth:`cancel` gives them back.
+    message is not sent after all, :meth:`cancel` gives them back. ``pending`` lists
+    the payloads still to compress: every sender calls :meth:`finish` before sending.
     """
 
-    __slots__ = ("frames", "leases", "modes")
+    __slots__ = ("frames", "leases", "modes", "pending")
 
     def __init__(self, envelope: list[Any]) -> None:
         self.frames: list[Any] = list(envelope)
         self.modes: list[int] = [SMALL] * len(envelope)
         self.leases: list[Lease] = []
+        #: indices of the payload frames that are ``zarray._payload.Pending``.
+        self.pending: list[int] = []
 
     def add(self, frame: Any, mode: int) -> None:
         self.frames.append(frame)
@@ -396,8 +430,20 @@ class Outgoing:
         header, frame, mode, lease = encode(A, stage, socket, flags)
         if lease is not None:
             self.leases.append(lease)
+        if mode == PENDING:
+            self.pending.append(len(self.frames) + 1)
         self.frames += (header, frame)
         self.modes += (SMALL, mode)
+
+    def finish(self) -> None:
+        """Run the pending compressions: each payload frame and its header become the
+        compressed ones (or stay as they are where "auto" finds it does not pay).
+
+        Touches no socket, so ``zarray.asyncio`` runs it off the event loop.
+        """
+        for i in self.pending:
+            self.frames[i - 1], self.frames[i], self.modes[i] = self.frames[i].run()
+        self.pending = []
 
     def cancel(self) -> None:
         """Give back every shared-memory slot: the message will never be sent."""

@@ -14,6 +14,13 @@ codec id, byte 12 the filter id; docs/FORMAT.md):
   holds compressed blocks; the receiver decompresses them into one aligned allocation
   of exactly the header's ``nbytes`` (``zarray._codecs``).
 
+  Compressing takes time, so it does not happen inside :func:`encode`: that only asks
+  the policy (``Compression.wants``: size, transport; it reads the socket, so it runs
+  in the caller's thread) and returns a :class:`Pending` frame. The message's
+  ``finish()`` then runs every pending compression, in the caller's thread for the
+  blocking sockets and in the event loop's executor for ``zarray.asyncio``, where the
+  socket is not touched (``zarray._message.Outgoing.finish``).
+
 Sending: :class:`Stage` holds what a socket (or one call) asked for, ``shm=`` and
 ``compress=``, and :func:`encode` turns one array into ``(header, frame, mode, lease)``.
 Every send path (``send_array``, ``send_arrays``, the sync and the asyncio sockets)
@@ -41,10 +48,12 @@ if TYPE_CHECKING:
     from zarray._shm import SharedPool
 
 __all__ = [
+    "PENDING",
     "PRIVATE",
     "SMALL",
     "USER",
     "Lease",
+    "Pending",
     "Stage",
     "StageSettings",
     "decode_into",
@@ -61,6 +70,8 @@ USER = 1
 #: zarray's own buffer (a compacted view, compressed blocks): without a copy when large,
 #: and never tracked, since the caller's array is not referenced.
 PRIVATE = 2
+#: a :class:`Pending` compression: ``Outgoing.finish`` replaces it before sending.
+PENDING = 3
 
 
 class Lease(Protocol):
@@ -104,13 +115,40 @@ class Stage:
             self.compression = compression(compress)
 
 
+class Pending:
+    """A payload whose compression is still to run; :meth:`run` runs it.
+
+    Holds the caller's array until then (the sender must not modify it before the send
+    returns, as with any zero-copy send). :meth:`run` reads only arrays, never the
+    socket, so it may run in any thread.
+    """
+
+    __slots__ = ("A", "compression", "header", "payload")
+
+    def __init__(self, A: Any, compression: Compression, header: bytes, payload: Any) -> None:
+        self.A = A
+        self.compression = compression
+        self.header = header
+        self.payload = payload
+
+    def run(self) -> tuple[bytes, Any, int]:
+        """``(header, frame, mode)``: compressed, or the payload as it is when "auto"
+        finds that compressing does not pay."""
+        packed = self.compression.encode(self.header, self.payload)
+        if packed is not None:
+            return packed[0], packed[1], PRIVATE
+        payload = self.payload
+        return self.header, payload, USER if is_own_memory(payload, self.A) else PRIVATE
+
+
 def encode(
     A: Any, stage: Stage | None, socket: Any, flags: int
 ) -> tuple[bytes, Any, int, Lease | None]:
     """``(header, frame, mode, lease)`` for one array; nothing is sent.
 
-    ``mode`` is :data:`SMALL`, :data:`USER` or :data:`PRIVATE`; ``lease`` is the
-    shared-memory slot the frame refers to (cancel it if the message is not sent).
+    ``mode`` is :data:`SMALL`, :data:`USER`, :data:`PRIVATE` or :data:`PENDING` (the
+    frame is a :class:`Pending` compression); ``lease`` is the shared-memory slot the
+    frame refers to (cancel it if the message is not sent).
     Raises UnsupportedArrayError for arrays zarray cannot send, and ``zmq.Again`` when
     a full pool cannot take the payload within the socket's send timeout (or at once
     with ``zmq.NOBLOCK``); nothing has been sent then.
@@ -126,10 +164,8 @@ def encode(
         compression = stage.compression
         # A socket with a pool talks to its own host: its inline fallbacks (small
         # payloads, a full pool) are never worth compressing.
-        if compression is not None and pool is None:
-            packed = compression.encode(header, payload, socket)
-            if packed is not None:
-                return packed[0], packed[1], PRIVATE, None
+        if compression is not None and pool is None and compression.wants(payload, socket):
+            return header, Pending(A, compression, header, payload), PENDING, None
     else:
         header, payload = prepare(A)
     return header, payload, USER if is_own_memory(payload, A) else PRIVATE, None

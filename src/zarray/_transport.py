@@ -51,8 +51,9 @@ _NOBLOCK = int(zmq.NOBLOCK)
 
 NDArray = np.ndarray[Any, Any]
 Format = Literal["zarray", "json"]
-#: What ``compress=`` takes: None, a codec name or "auto", or (name, level).
-Compress = str | tuple[str, int] | None
+#: What ``compress=`` takes: None, a codec name or "auto", (name, level) or
+#: (name, level, shuffle); see zarray._codecs.compression.
+Compress = str | tuple[str, int | None] | tuple[str, int | None, bool] | None
 
 
 def send_array(
@@ -99,9 +100,14 @@ def send_array(
         inline. Only with ``format="zarray"``.
     compress : str or tuple, optional
         Compress the payload for a slow link: ``"lz4"``, ``"zstd"``, ``("zstd", level)``
-        or ``"auto"`` (compress only where it pays); see :mod:`zarray` and
-        docs/FORMAT.md. Needs ``pip install "zarray[compress]"``. Only with
-        ``format="zarray"``; ignored when ``shm`` is given.
+        or ``"auto"``; ``(name, level, False)`` turns the byte-shuffle filter off (by
+        default it is applied to dtypes of more than one byte). A named codec compresses
+        every non-empty payload. ``"auto"`` (lz4) compresses only payloads of 64 KiB or
+        more, on sockets whose endpoint is not ``inproc://`` or ``ipc://``, and only if
+        samples and then the whole payload shrink to at most 0.7 of their size; it
+        sends the rest as it would without compression. Needs ``pip install
+        "zarray[compress]"``. Only with ``format="zarray"``; ignored when ``shm`` is
+        given. See docs/FORMAT.md for the bytes.
 
     Returns
     -------
@@ -123,7 +129,11 @@ def send_array(
         If ``envelope`` is not a sequence of bytes-like frames, or ``socket`` is a
         ``zmq.asyncio`` socket. Raised before any frame is sent.
     ValueError
-        For an unknown ``format``, or ``shm``/``compress`` with ``format="json"``.
+        For an unknown ``format``, ``shm``/``compress`` with ``format="json"``, or an
+        unknown codec name or level.
+    ImportError
+        For ``compress`` without the ``compress`` extra; the message says how to
+        install it. Nothing was sent.
     zmq.Again
         With ``zmq.NOBLOCK`` (or a send timeout) when the message cannot be queued, or
         ``shm``'s pool is full; nothing was sent.
@@ -137,6 +147,10 @@ def send_array(
     and ``A`` does not live in its pool (then it is copied once into the pool).
     Over ``inproc://`` the receiver gets a view of ``A``'s own memory: writes on
     either side are visible to the other until the receiver drops its array.
+
+    A compressed payload is a new frame of zarray's own, written from ``A`` once
+    (through a one-block scratch buffer when shuffled) before this returns; ``A`` is
+    then no longer referenced and the tracker is done.
     """
     # envelope and format are not keyword-only on purpose: CPython fills keyword-only
     # defaults from a dict on every call, which costs this hot path ~20 ns.
@@ -206,6 +220,12 @@ def send_outgoing(
     keeps NOBLOCK: if it is refused, nothing was sent and the message's shared-memory
     slots are given back; after it, the message is always completed.
     """
+    if message.pending:
+        try:
+            message.finish()  # compress, here in the caller's thread
+        except BaseException:
+            message.cancel()
+            raise
     frames, modes = message.frames, message.modes
     last = len(frames) - 1
     threshold = socket.copy_threshold

@@ -29,13 +29,22 @@ Lifetime of a pending send
     smaller than ``copy_threshold``) are copied as soon as the coroutine starts
     running, before it first yields, so such an array may be modified once the
     coroutine has returned, like with the blocking functions.
+
+Compression off the event loop
+    With ``compress=`` (or :attr:`Socket.compress`), the policy that reads the socket
+    (its transport, for ``"auto"``) runs in the loop's thread; the compression itself
+    runs in the loop's default executor (``loop.run_in_executor``), with the GIL
+    released by the codec and the shuffle kernel, and never touches the socket. A
+    received message whose headers name a codec is likewise decompressed in the
+    executor. Other coroutines keep running meanwhile. The array being sent must not
+    change until the coroutine returns (it is read by the executor until then).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, cast, overload
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 import zmq
@@ -51,6 +60,7 @@ from zarray._message import (
     decode_arrays,
     envelope_of,
     fields_of,
+    is_compressed,
     locate,
     outgoing_array,
     outgoing_arrays,
@@ -67,6 +77,7 @@ __all__ = ["Context", "Socket"]
 
 NDArray = np.ndarray[Any, Any]
 _DONE = zmq.MessageTracker()
+_T = TypeVar("_T")
 
 
 class Socket(StageSettings, zmq.asyncio.Socket):
@@ -86,6 +97,13 @@ class Socket(StageSettings, zmq.asyncio.Socket):
     async def _send_outgoing(
         self, message: Outgoing, flags: int, copy: bool, track: bool
     ) -> zmq.MessageTracker | None:
+        if message.pending:
+            try:
+                # Compress in a worker thread; it reads only the arrays.
+                await asyncio.get_running_loop().run_in_executor(None, message.finish)
+            except BaseException:
+                message.cancel()
+                raise
         threshold = self.copy_threshold
         frames: list[Any] = []
         trackers: list[zmq.MessageTracker] = []
@@ -313,11 +331,17 @@ class Socket(StageSettings, zmq.asyncio.Socket):
         frames = await self.recv_multipart(flags, copy=False)
         start, kind = locate(frames)
         if out is None:
-            A = decode_array(frames, start, kind, copy)
+            if is_compressed(frames, start, kind):
+                A = await _off_loop(decode_array, frames, start, kind, copy)
+            else:
+                A = decode_array(frames, start, kind, copy)
         else:
             fields = fields_of(frames, start, kind)
             check_match(out, decode_dtype(*fields[:3]), fields[3])
-            copy_into(out, fields, frames[start + 1])
+            if fields[8]:
+                await _off_loop(copy_into, out, fields, frames[start + 1])
+            else:
+                copy_into(out, fields, frames[start + 1])
             A = out
         if envelope:
             return envelope_of(frames, start), A
@@ -368,10 +392,18 @@ class Socket(StageSettings, zmq.asyncio.Socket):
         """
         frames = await self.recv_multipart(flags, copy=False)
         start, kind = locate(frames)
-        result = decode_arrays(frames, start, kind, copy)
+        if is_compressed(frames, start, kind):
+            result = await _off_loop(decode_arrays, frames, start, kind, copy)
+        else:
+            result = decode_arrays(frames, start, kind, copy)
         if envelope:
             return envelope_of(frames, start), result
         return result
+
+
+async def _off_loop(fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` in the loop's default executor (decompression: no socket involved)."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 class Context(zmq.asyncio.Context):
