@@ -15,16 +15,13 @@ Missing libraries are skipped. The figures are the median of 5 runs.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import netlink
+from zarray._bench import netlink
 
 BLOCK = 1 << 18
 

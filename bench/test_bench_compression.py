@@ -1,5 +1,5 @@
 """Compression (issue 11): codec throughput in one process, and frames per second over a
-real constrained link between two processes (bench/netlink.py).
+real constrained link between two processes (zarray._bench.netlink).
 
 * ``test_codec``: pytest-benchmark timings of zarray's codec stage (shuffle included)
   compressing and decompressing one frame of each data kind with each codec.
@@ -16,18 +16,14 @@ Under ``--benchmark-disable`` (CI) every measurement is short, to keep the run f
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import netlink
-
 from zarray import _array, _codec, _codecs
+from zarray._bench import netlink
 
 CODECS = {"lz4": "lz4", "zstd": "zstd", "zstd-3": ("zstd", 3)}
 

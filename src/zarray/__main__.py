@@ -163,14 +163,26 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     bench.add_argument(
+        "--link",
+        metavar="RATE",
+        help=(
+            "across machines: run sender and receiver in a private network namespace "
+            "whose loopback tc shapes to RATE (e.g. 1gbit, 100mbit; 'unlimited' for no "
+            "shaping; needs root, ip and tc) and stream detector-like uint16 frames, a "
+            "smooth float32 field and random float64 with compress=None, lz4, zstd and "
+            "auto; prints frames/s and the ratio to uncompressed (--time seconds per "
+            "measurement, default 2; --repeat rounds)"
+        ),
+    )
+    bench.add_argument(
         "--dtype", default="float64", help="element type of the arrays (default: float64)"
     )
     bench.add_argument(
         "--time",
         type=_positive_float,
-        default=0.25,
+        default=None,
         metavar="SECONDS",
-        help="target duration of one timed batch (default: 0.25)",
+        help="target duration of one timed batch (default: 0.25; with --link, 2)",
     )
     bench.add_argument(
         "--repeat",
@@ -199,8 +211,55 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _link_command(args: argparse.Namespace) -> int:
+    """``zarray bench --link RATE``: compression over a real shaped link (issue 11)."""
+    from zarray._bench import netlink
+
+    why = netlink.unavailable()
+    if why:
+        print(f"zarray bench --link: skipped: {why}", file=sys.stderr)
+        return 2
+    seconds = 2.0 if args.time is None else args.time
+    rate = None if args.link == "unlimited" else args.link
+    print(
+        f"zarray bench --link {args.link}: tcp on 127.0.0.1 inside a private network "
+        f"namespace{'' if rate is None else f' shaped by tc to {rate}'}; sender and "
+        f"receiver in two processes; {args.repeat} interleaved rounds of {seconds:g} s; "
+        f"frames/s counted at the receiver, every frame decoded",
+        flush=True,
+    )
+    try:
+        with netlink.Namespace(rate) as ns:
+            results = netlink.interleaved(netlink.KINDS, netlink.METHODS, ns, seconds, args.repeat)
+    except (RuntimeError, OSError) as exc:
+        print(f"zarray bench --link: error: {exc}", file=sys.stderr)
+        return 1
+    print()
+    for line in netlink.table(results, args.link):
+        print(line)
+
+    def vs_none(kind: str, name: str) -> float:
+        base = netlink.median_result(results[(kind, "none")]).frames_per_s
+        return float(netlink.median_result(results[(kind, name)]).frames_per_s / base)
+
+    best = max(("lz4", "zstd", "zstd-3"), key=lambda name: vs_none("detector", name))
+    print()
+    print("targets (issue 11), ratios of this run to uncompressed zarray:")
+    print(
+        f"  detector frames, best codec ({best}): {vs_none('detector', best):.2f}x (target >= 4x)"
+    )
+    print(f"  auto on random float64: {vs_none('random', 'auto'):.2f}x (target >= 0.95x)")
+    return 0
+
+
 def _bench_command(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.subparser
+    if args.link:
+        if args.shm:
+            parser.error("--link and --shm measure different things; choose one")
+        return _link_command(args)
+    if args.time is None:
+        args.time = 0.25
     if args.shm and args.transport != "ipc":
         parser.error("--shm measures between two processes on this host over ipc")
     if args.sizes is None:

@@ -22,12 +22,12 @@ measured time, then a stop message. The receiver decodes every message
 few elements of every later one, and counts the frames and bytes that arrive between
 the marker and the stop message. Frames per second are counted at the receiver.
 
-    python bench/netlink.py                      # the table in bench/RESULTS.md
-    python bench/netlink.py --link 1gbit --seconds 3 --rounds 3 --kinds detector
+    python -m zarray._bench.netlink --codecs     # the tables in bench/RESULTS.md
+    python -m zarray._bench.netlink --link 1gbit --seconds 3 --rounds 3 --kinds detector
+    zarray bench --link 1gbit                    # the same measurement, from the command
 
-This is what ``zarray bench --link`` is meant to call: :func:`measure_link` runs one
-measurement and returns a :class:`LinkResult`; :class:`Namespace` makes and removes the
-namespace.
+:func:`measure_link` runs one measurement and returns a :class:`LinkResult`;
+:class:`Namespace` makes and removes the namespace.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve()
 KINDS = ("detector", "smooth", "random")
 #: Different frames the sender cycles through (each compresses on its own).
 FRAMES = 4
@@ -83,9 +82,11 @@ def make_frame(kind: str, seed: int) -> np.ndarray[Any, Any]:
         x = np.linspace(0, 4 * np.pi, w)[None, :]
         phase = rng.uniform(0, 2 * np.pi)
         field = 100 * np.sin(y + phase) * np.cos(x) + 20 * np.sin(0.3 * x + 0.7 * y)
-        return (field + rng.normal(0, 0.01, (h, w))).astype(np.float32)
+        smooth: np.ndarray[Any, Any] = (field + rng.normal(0, 0.01, (h, w))).astype(np.float32)
+        return smooth
     if kind == "random":
-        return rng.random((512, 512))
+        worst: np.ndarray[Any, Any] = rng.random((512, 512))
+        return worst
     raise ValueError(f"unknown data kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
@@ -213,7 +214,7 @@ def measure_link(
         When a process fails or the receiver finds a wrong array.
     """
     prefix = namespace.command if namespace is not None else list
-    base = [sys.executable, str(HERE), "_peer"]
+    base = [sys.executable, "-m", "zarray._bench.netlink", "_peer"]
     recv = subprocess.Popen(
         prefix([*base, "receive", kind]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -222,7 +223,8 @@ def measure_link(
         assert recv.stdout is not None
         line = recv.stdout.readline()
         if not line.strip().isdigit():
-            raise RuntimeError(f"receiver did not start: {line!r} {recv.stderr.read()!r}")
+            err = recv.stderr.read() if recv.stderr is not None else ""
+            raise RuntimeError(f"receiver did not start: {line!r} {err!r}")
         args = [kind, json.dumps(compress), line.strip(), str(seconds), str(warmup)]
         send = subprocess.Popen(
             prefix([*base, "send", *args]),
