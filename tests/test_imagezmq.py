@@ -38,13 +38,28 @@ def _port(sock: zmq.Socket[Any]) -> int:
     return int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
 
 
+class _Context(zmq.Context):  # type: ignore[type-arg]
+    """Keeps its sockets until the test's end, so that a socket a test drops is closed
+    by the fixture rather than collected unclosed."""
+
+    def socket(self, *args: Any, **kwargs: Any) -> Any:
+        sock = super().socket(*args, **kwargs)
+        self.kept.append(sock)
+        return sock
+
+    kept: list[Any]
+
+
 @pytest.fixture
 def ctx() -> Iterator[zmq.Context[Any]]:
-    c: zmq.Context[Any] = zmq.Context()
+    c = _Context()
+    c.kept = []
     try:
         yield c
     finally:
-        c.destroy(linger=0)
+        for sock in c.kept:
+            sock.close(linger=0)
+        c.term()
 
 
 # -- imagezmq sends, zarray receives -------------------------------------------------------

@@ -11,7 +11,8 @@ This module lets zarray talk to them in both directions, without trusting the pe
 
 * The JSON frame is at most ``MAX_RECIPE`` bytes, must be a JSON object with a
   ``"dtype"`` string and a ``"shape"`` list of non-negative integers (other keys, such
-  as imagezmq's ``"msg"``, are ignored).
+  as imagezmq's ``"msg"``, are the message's meta: :func:`extras_of` reads them for
+  ``recv_arrays``, and :func:`encode` writes them for ``send_array(..., meta=...)``).
 * The dtype string is matched against a strict whitelist (numpy's names of simple
   dtypes, as ``str(dtype)`` writes them, and type strings such as ``"<f8"``) before
   numpy sees it; it is never evaluated. Object, structured and zero-size dtypes are
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,7 @@ __all__ = [
     "MAX_RECIPE",
     "RecipeFields",
     "encode",
+    "extras_of",
     "is_view",
     "looks_like_recipe",
     "parse",
@@ -153,14 +156,17 @@ def parse(head: Any, payload_size: int) -> RecipeFields:
     return fields
 
 
-def encode(A: Any) -> tuple[bytes, Any]:
+def encode(A: Any, meta: Mapping[str, Any] | None = None) -> tuple[bytes, Any]:
     """Return ``(json_header, payload)`` as pyzmq's guide sends them.
 
-    The header is ``json.dumps({"dtype": str(A.dtype), "shape": [...]})`` encoded as UTF-8
-    (the bytes ``socket.send_json`` writes); the payload is ``A``'s memory when ``A`` is
-    C-contiguous, otherwise a C-contiguous copy. Raises UnsupportedArrayError for
-    arrays the recipe cannot describe (structured or object dtypes, non-arrays).
+    The header is ``json.dumps({**meta, "dtype": str(A.dtype), "shape": [...]})`` encoded
+    as UTF-8 (the bytes ``socket.send_json`` writes; imagezmq puts its ``"msg"`` text
+    there); the payload is ``A``'s memory when ``A`` is C-contiguous, otherwise a
+    C-contiguous copy. Raises UnsupportedArrayError for arrays the recipe cannot
+    describe (structured or object dtypes, non-arrays) and for a ``meta`` that is not
+    a dict of str keys that standard JSON encodes, or that names ``dtype`` or ``shape``.
     """
+    extra = _check_meta(meta)
     if not isinstance(A, np.ndarray) or isinstance(A, np.ma.MaskedArray):
         raise UnsupportedArrayError(
             f"expected a numpy.ndarray, got {type(A).__name__}; convert with numpy.asarray()"
@@ -175,7 +181,8 @@ def encode(A: Any) -> tuple[bytes, Any]:
         )
     if not A.flags.c_contiguous:
         A = np.ascontiguousarray(A)  # the recipe has no strides: this is the one copy
-    header = json.dumps({"dtype": text, "shape": list(A.shape)}).encode("utf-8")
+    doc = {**extra, "dtype": text, "shape": list(A.shape)}
+    header = json.dumps(doc).encode("utf-8")
     # numpy refuses to export datetime64/timedelta64 through the buffer protocol; a
     # flat byte view of the same (C-contiguous) memory carries the same bytes.
     payload = A if buffer_ok else A.reshape(-1).view(np.uint8)
@@ -188,3 +195,34 @@ def is_view(payload: Any, A: Any) -> bool:
         return True
     address = payload.__array_interface__["data"][0]
     return bool(address == A.__array_interface__["data"][0])
+
+
+def _check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise UnsupportedArrayError(f"meta must be a dict, got {type(meta).__name__}")
+    for key in meta:
+        if not isinstance(key, str):
+            raise UnsupportedArrayError(f"meta keys must be str, got {type(key).__name__}")
+        if key in ("dtype", "shape"):
+            raise UnsupportedArrayError(
+                f"meta cannot carry {key!r}: the recipe's own {key!r} describes the array"
+            )
+    try:
+        json.dumps(dict(meta), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UnsupportedArrayError(
+            f"meta cannot be encoded as standard JSON: {exc} (convert numpy scalars with .item())"
+        ) from None
+    return dict(meta)
+
+
+def extras_of(head: Any) -> dict[str, Any]:
+    """The keys of a recipe header besides ``dtype`` and ``shape`` (imagezmq's ``"msg"``).
+
+    ``head`` has already been accepted by :func:`parse_header` (so it is a JSON object
+    of at most :data:`MAX_RECIPE` bytes); this reads it again for its other keys.
+    """
+    doc = json.loads(memoryview(head).tobytes().decode("utf-8"))
+    return {k: v for k, v in doc.items() if k not in ("dtype", "shape")}

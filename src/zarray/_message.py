@@ -312,7 +312,12 @@ def decode_array(frames: Sequence[Any], start: int, kind: int, copy: bool) -> np
 def decode_arrays(
     frames: Sequence[Any], start: int, kind: int, copy: bool
 ) -> tuple[list[np.ndarray[Any, Any]] | dict[str, np.ndarray[Any, Any]], dict[str, Any]]:
-    """``(arrays, meta)`` of a located body; a single array comes back as ``[A]``."""
+    """``(arrays, meta)`` of a located body; a single array comes back as ``[A]``.
+
+    The meta of a JSON-recipe message is its header's other keys (imagezmq's ``"msg"``).
+    """
+    if kind == JSON:
+        return [decode_array(frames, start, kind, copy)], _json_recipe.extras_of(frames[start])
     if kind != MULTI:
         return [decode_array(frames, start, kind, copy)], {}
     names, meta, count = unpack_message_header(frames[start])
@@ -487,6 +492,7 @@ def outgoing_array(
     format: str,
     stage: Stage | None,
     flags: int,
+    meta: Mapping[str, Any] | None = None,
 ) -> Outgoing:
     """Every frame of a one-array message (``send_array``); nothing is sent.
 
@@ -495,9 +501,14 @@ def outgoing_array(
     """
     out = Outgoing(check_envelope(envelope))
     if format == "zarray":
+        if meta is not None:
+            raise ValueError(
+                "send_array carries meta only in pyzmq's JSON recipe (format='json'); "
+                "in zarray's format, send_arrays([A], meta=...) carries it"
+            )
         out.add_payload(A, stage, socket, flags)
     elif format == "json":
-        header, payload = _json_recipe.encode(A)
+        header, payload = _json_recipe.encode(A, meta)
         out.add(header, SMALL)
         out.add(payload, USER if _json_recipe.is_view(payload, A) else PRIVATE)
     else:

@@ -155,7 +155,8 @@ def recv_arrays(
         A list if a sequence was sent, a dict (names and order kept) if a mapping was.
         A message from :func:`send_array` (or pyzmq's JSON recipe) gives a list of one.
     meta : dict
-        The metadata sent, ``{}`` if none.
+        The metadata sent, ``{}`` if none. For a message in pyzmq's JSON recipe, the
+        JSON frame's keys besides ``dtype`` and ``shape`` (imagezmq's ``{"msg": ...}``).
 
     Raises
     ------

@@ -55,6 +55,7 @@ class Socket(StageSettings, zmq.Socket[bytes]):
         format: Format = "zarray",
         shm: SharedPool | None = None,
         compress: Compress = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> zmq.MessageTracker | None:
         """Send one array; see :func:`zarray.send_array`.
 
@@ -76,6 +77,9 @@ class Socket(StageSettings, zmq.Socket[bytes]):
             Send large payloads through this pool by reference (overrides :attr:`shm`).
         compress : str or tuple, optional
             Compress the payload where it pays (overrides :attr:`compress`).
+        meta : dict, optional
+            With ``format="json"``: more keys for the recipe's JSON frame (imagezmq's
+            ``{"msg": ...}``).
 
         Returns
         -------
@@ -96,9 +100,9 @@ class Socket(StageSettings, zmq.Socket[bytes]):
         ``A`` is a sparse strided view, or ``format="json"`` meets a non-C layout.
         """
         if self._stage is None or format != "zarray":
-            return send_array(self, A, flags, copy, track, envelope, format, shm, compress)
+            return send_array(self, A, flags, copy, track, envelope, format, shm, compress, meta)
         stage = self.stage_for(shm, compress, format)
-        return send_general(self, A, flags, copy, track, envelope, format, stage)
+        return send_general(self, A, flags, copy, track, envelope, format, stage, meta)
 
     @overload
     def recv_array(

@@ -8,7 +8,7 @@ the JSON recipe, receiving into ``out``) branches off after one or two checks.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
@@ -66,6 +66,7 @@ def send_array(
     format: Format = "zarray",
     shm: SharedPool | None = None,
     compress: Compress = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> zmq.MessageTracker | None:
     """Send one array as a header frame followed by a payload frame.
 
@@ -109,6 +110,11 @@ def send_array(
         "zarray[compress]"``. Only with ``format="zarray"``; ignored when ``shm`` is
         given. See docs/FORMAT.md for the bytes.
 
+    meta : dict, optional
+        Only with ``format="json"``: more keys for the recipe's JSON frame, e.g.
+        ``{"msg": "cam1"}``, the text imagezmq's ``ImageHub`` expects (standard JSON, str
+        keys, not ``dtype`` or ``shape``). A receiver gets them from
+        :func:`recv_arrays`. In zarray's format, :func:`send_arrays` carries meta.
     Returns
     -------
     zmq.MessageTracker or None
@@ -129,8 +135,8 @@ def send_array(
         If ``envelope`` is not a sequence of bytes-like frames, or ``socket`` is a
         ``zmq.asyncio`` socket. Raised before any frame is sent.
     ValueError
-        For an unknown ``format``, ``shm``/``compress`` with ``format="json"``, or an
-        unknown codec name or level.
+        For an unknown ``format``, ``shm``/``compress`` with ``format="json"``, ``meta``
+        without it, or an unknown codec name or level.
     ImportError
         For ``compress`` without the ``compress`` extra; the message says how to
         install it. Nothing was sent.
@@ -154,9 +160,15 @@ def send_array(
     """
     # envelope and format are not keyword-only on purpose: CPython fills keyword-only
     # defaults from a dict on every call, which costs this hot path ~20 ns.
-    if envelope is not None or format != "zarray" or shm is not None or compress is not None:
+    if (
+        envelope is not None
+        or format != "zarray"
+        or shm is not None
+        or compress is not None
+        or meta is not None
+    ):
         return send_general(
-            socket, A, flags, copy, track, envelope, format, make_stage(shm, compress, format)
+            socket, A, flags, copy, track, envelope, format, make_stage(shm, compress, format), meta
         )
     if type(socket) not in BLOCKING:
         check_blocking(socket)
@@ -263,11 +275,12 @@ def send_general(
     envelope: Sequence[Any] | None,
     format: str,
     stage: Stage | None,
+    meta: Mapping[str, Any] | None = None,
 ) -> zmq.MessageTracker | None:
-    """send_array with an envelope, another format, or a payload stage."""
+    """send_array with an envelope, another format, a payload stage, or meta."""
     if type(socket) not in BLOCKING:
         check_blocking(socket)
-    message = outgoing_array(socket, A, envelope, format, stage, flags)
+    message = outgoing_array(socket, A, envelope, format, stage, flags, meta)
     return send_outgoing(socket, message, flags, copy, track)
 
 

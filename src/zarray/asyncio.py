@@ -146,6 +146,7 @@ class Socket(StageSettings, zmq.asyncio.Socket):
         format: Format = "zarray",
         shm: SharedPool | None = None,
         compress: Compress = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> zmq.MessageTracker | None:
         """Send one array; see :func:`zarray.send_array`.
 
@@ -169,6 +170,9 @@ class Socket(StageSettings, zmq.asyncio.Socket):
         compress : str or tuple, optional
             Compress the payload where it pays (overrides the socket's
             :attr:`compress`).
+        meta : dict, optional
+            With ``format="json"``: more keys for the recipe's JSON frame (imagezmq's
+            ``{"msg": ...}``).
 
         Returns
         -------
@@ -193,7 +197,7 @@ class Socket(StageSettings, zmq.asyncio.Socket):
         stage = self.stage_for(shm, compress, format)
         while True:
             try:
-                message = outgoing_array(self, A, envelope, format, stage, flags)
+                message = outgoing_array(self, A, envelope, format, stage, flags, meta)
             except PoolBusy as busy:
                 # A full shared-memory pool: wait for room off the event loop.
                 await asyncio.get_running_loop().run_in_executor(None, busy.wait)
