@@ -38,6 +38,13 @@ Compression off the event loop
     received message whose headers name a codec is likewise decompressed in the
     executor. Other coroutines keep running meanwhile. The array being sent must not
     change until the coroutine returns (it is read by the executor until then).
+
+Shared memory
+    With ``shm=`` (or :attr:`Socket.shm`), a full pool is waited for in the executor,
+    never on the loop (``zmq.NOBLOCK`` and ``SNDTIMEO`` apply as for blocking sends).
+    Receiving a shared-memory reference claims it from the sender on the loop's thread:
+    one round trip on a local socket, tens of microseconds, and at most
+    ``zarray._shm_channel.CHANNEL_TIMEOUT`` (10 s) should the sender stop answering.
 """
 
 from __future__ import annotations
