@@ -711,3 +711,46 @@ def test_other_systems_get_a_clear_error() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_forked_child_never_releases_the_parents_claims(
+    make_pair: Any, pool: zarray.SharedPool
+) -> None:
+    """A forked child inherits the parent's arrays (and a copy of its side-channel
+    socket): dropping them there must not end the parent's lease, and the child may not
+    send through the parent's pool."""
+    import warnings
+
+    sender, receiver = make_pair.pair("ipc", "PAIR")
+    A = pool.asarray(np.arange(100000.0))
+    zarray.send_array(sender, A, shm=pool)
+    B = zarray.recv_array(receiver)
+    assert _released(pool, want=1) == 1
+    r, w = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+        pid = os.fork()
+    if pid == 0:  # the child: no pytest, no exceptions out of here
+        code = 1
+        try:
+            global_ok = float(B[12345]) == 12345.0
+            del B
+            gc.collect()
+            try:
+                pool.asarray(np.ones(3))
+            except RuntimeError:
+                code = 0 if global_ok else 2
+        finally:
+            os.write(w, bytes([code]))
+            os._exit(0)
+    os.close(w)
+    status = os.read(r, 1)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert status == b"\x00"
+    time.sleep(0.2)  # a release, had the child sent one, would have arrived by now
+    gc.collect()
+    assert pool.leases == 1  # the parent still holds its claim
+    assert float(B[99999]) == 99999.0
+    del B
+    assert _released(pool) == 0

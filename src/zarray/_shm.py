@@ -591,6 +591,7 @@ class SharedPool:
         """
         if self._closed:
             raise ValueError("the SharedPool is closed")
+        self._check_process()
         kind = socket.getsockopt(zmq.TYPE)
         if kind in _INLINE_TYPES:
             return None

@@ -365,6 +365,8 @@ class _Attachment:
 
     def release(self, lease_id: int) -> None:
         """Tell the sender a region is no longer viewed (from ``_Claim.__del__``)."""
+        if not self.alive:
+            return  # the sender is gone (or this is a forked copy): nothing to tell
         self.pending.append(lease_id)
         # In a finalizer, maybe inside another thread's claim: never wait for the lock.
         if self.lock.acquire(blocking=False):
@@ -429,8 +431,19 @@ _registry_lock = threading.RLock()
 
 
 def _reset_after_fork() -> None:
-    # The parent's side-channel sockets must not be shared: a child attaches afresh.
+    """In a forked child: forget the parent's side channels, keep its mappings.
+
+    The child's copies of the parent's arrays stay readable (the mappings were
+    inherited), but the child must never release the parent's claims: its copy of a
+    side-channel socket is the parent's connection, so a release would end a lease the
+    parent still views. Every attachment is marked dead (its copy of the socket
+    closed, which leaves the parent's open); the child attaches afresh when it needs to.
+    """
     global _registry_lock
+    for attachment in list(_registry.values()):
+        attachment.alive = False
+        attachment.pending.clear()
+        attachment.sock.close()
     _registry.clear()
     _registry_lock = threading.RLock()
 
