@@ -245,3 +245,43 @@ async def test_again(tmp_path: Path) -> None:
         lonely.close()
     finally:
         ctx.term()
+
+
+def test_blocking_functions_refuse_asyncio_sockets() -> None:
+    """A zmq.asyncio socket given to the blocking functions is a TypeError that points
+    to zarray.asyncio, raised before anything is sent or received (its send would
+    return a Future, and recv_array would fail on the Future's missing attributes)."""
+    import zmq.asyncio
+
+    async def main() -> None:
+        ctx = zmq.asyncio.Context()
+        a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+        try:
+            a.bind("inproc://zarray-refuse-asyncio")
+            b.connect("inproc://zarray-refuse-asyncio")
+            A = np.arange(10.0)
+            for call in (
+                lambda: zarray.send_array(a, A),
+                lambda: zarray.send_array(a, A, envelope=[b"t"]),
+                lambda: zarray.send_arrays(a, [A]),
+            ):
+                with pytest.raises(TypeError, match=r"zarray\.asyncio"):
+                    call()
+            assert await b.poll(50) == 0  # nothing went out
+            await a.send_multipart([zarray.pack_header(A), A])
+            for call in (
+                lambda: zarray.recv_array(b),
+                lambda: zarray.recv_array(b, out=np.empty(10)),
+                lambda: zarray.recv_arrays(b),
+            ):
+                with pytest.raises(TypeError, match=r"zarray\.asyncio"):
+                    call()
+            # Nothing was consumed: the message is still there for an asyncio receive.
+            B = zarray.deserialize(await b.recv_multipart(copy=False))
+            assert np.array_equal(A, B)
+        finally:
+            a.close(linger=0)
+            b.close(linger=0)
+            ctx.term()
+
+    asyncio.run(main())
