@@ -8,17 +8,24 @@ dtype descriptor goes through ``zarray._dtypes.decode_dtype``, and
 ``zarray.unpack_header`` must agree with all of that. The same input also drives a
 differential test of the two ``pack`` functions with arbitrary field values.
 
-Only ``zarray.ZarrayError`` subclasses may come out; anything else is a crash.
+Only ``zarray.ZarrayError`` subclasses may come out; anything else is a crash. The
+allocation guard (``_guard``) bounds what parsing and decoding the header may allocate
+(4 x its bytes plus the guard's constant). ``custom_mutator`` rewrites header fields
+with edge values, swaps in descriptors from the structure-aware generators
+(``_generators``: records, subarrays, offsets, titles, itemsize 0, non-standard JSON)
+or makes a fresh header, besides libFuzzer's byte mutations.
 
 Run: ``python fuzz/fuzz_header.py [libFuzzer options] [corpus dirs]`` (see fuzz/run.py).
 Coverage: atheris instruments zarray's Python modules (the twin codec, _dtypes, the
-array layer); the compiled ``_header`` extension is not built with libFuzzer's
-instrumentation, so its branches are not seen directly. Because the twin mirrors the
-extension check for check, its coverage steers the fuzzer through the same cases.
+array layer). The compiled ``_header`` extension is covered when it is built with
+libFuzzer's instrumentation (``fuzz/build_sanitized.py``, which also adds
+AddressSanitizer and UBSan); otherwise the twin, which mirrors it check for check,
+steers the fuzzer through the same cases.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,18 +38,23 @@ except ImportError:  # the harness function still works, e.g. for regression rep
     atheris = None
 
 if __name__ == "__main__" and atheris is not None:
-    with atheris.instrument_imports(include=["zarray", "_fuzzlib"]):
+    with atheris.instrument_imports(include=["zarray"]):
         import _fuzzlib
+        import _generators
 
         import zarray
         from zarray import _dtypes, _header, _header_py
 else:
     import _fuzzlib
+    import _generators
 
     import zarray
     from zarray import _dtypes, _header, _header_py
 
+import random
+
 import numpy as np
+from _guard import AllocationGuard
 
 
 class Mismatch(AssertionError):
@@ -138,10 +150,85 @@ def check_pack(data: bytes) -> None:
             raise Mismatch(f"unpack(pack(fields)) != fields for {args!r}")
 
 
+_guard: AllocationGuard | None = None
+
+
 def TestOneInput(data: bytes) -> None:
     """One fuzz input: the decoder on the bytes, the encoder on fields drawn from them."""
-    check_unpack(data)
+    global _guard
+    if _guard is None:
+        _guard = AllocationGuard()
+    with _guard.measure(len(data), f"parsing {data[:120]!r}"):
+        check_unpack(data)
     check_pack(data)
+    _guard.check_held("a header")
+
+
+def close() -> None:
+    """Stop the allocation guard's tracemalloc (for in-process replays)."""
+    global _guard
+    if _guard is not None:
+        _guard.close()
+        _guard = None
+
+
+def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+    """Structure-aware mutations of a header frame (see the module docstring)."""
+    rng = random.Random(seed)
+    src = _generators.RandomSource(rng)
+    h = _generators.RawHeader.parse(data)
+    choice = rng.random()
+    if h is None or choice < 0.15:
+        h = _generators.gen_array_header(src)[0]
+    elif choice < 0.5:
+        name = rng.choice(
+            (
+                "version",
+                "flags",
+                "codec",
+                "kind",
+                "ndim",
+                "dkind",
+                "dlen",
+                "reserved",
+                "itemsize",
+                "offset",
+                "nbytes",
+                "dims",
+            )
+        )
+        if name == "dims":
+            h.shape, h.strides, h.offset, h.nbytes = (
+                list(x) if isinstance(x, list) else x
+                for x in _generators.gen_layout(
+                    src, h.itemsize, min(h.itemsize & -h.itemsize or 1, 16)
+                )
+            )
+            h.ndim = None
+        elif name == "reserved":
+            h.reserved = (rng.randrange(256), 0, 0, 0)
+        elif name in ("itemsize", "offset", "nbytes", "dlen"):
+            setattr(h, name, _generators.edge_int(src))
+        else:
+            setattr(h, name, rng.choice((0, 1, 2, 64, 65, 255, rng.randrange(256))))
+    elif choice < 0.8:
+        h.descr, h.structured = _generators.gen_descriptor(src)
+        size = _generators.descriptor_itemsize(h.descr, h.structured)
+        if size is not None:
+            h.itemsize = size
+        h.dlen = h.dkind = None
+    else:
+        return bytes(_byte_mutate(data, max_size))
+    return h.pack()[:max_size]
+
+
+def _flip(data: bytes, max_size: int) -> bytes:
+    buf = bytearray(data or b"\0")
+    buf[random.randrange(len(buf))] ^= 1 << random.randrange(8)
+    return bytes(buf[:max_size])
+
+
+_byte_mutate: Any = _flip
 
 
 def main() -> None:
@@ -150,7 +237,11 @@ def main() -> None:
             "atheris is not installed: pip install atheris (or use fuzz/run.py, which "
             "falls back to a plain mutational loop)"
         )
-    atheris.Setup(sys.argv, TestOneInput)
+    global _byte_mutate
+    # Looked up at each call: atheris binds the real Mutate only once Fuzz() runs.
+    _byte_mutate = lambda data, max_size: atheris.Mutate(data, max_size)  # noqa: E731
+    structure = os.environ.get("ZARRAY_FUZZ_STRUCTURE", "1") != "0"
+    atheris.Setup(sys.argv, TestOneInput, custom_mutator=custom_mutator if structure else None)
     atheris.Fuzz()
 
 

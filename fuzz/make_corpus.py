@@ -6,13 +6,16 @@ dtype family and layout.
 
 ``corpus/header/NAME.bin`` is the header frame that ``zarray.send_array`` sends for an
 array; ``corpus/recv/NAME.bin`` is the whole message (header and payload frames) in
-``fuzz_recv``'s input format. The frames are taken from a real send over an inproc
-socket, so the seeds are exactly what zarray puts on the wire.
+``fuzz_recv``'s input format, received with ``recv_array`` unless the name says which
+receive path (``path-*``), out kind or frame count. The frames are taken from a real
+send over an inproc socket, so the seeds are exactly what zarray puts on the wire.
+``corpus/send/*.bin`` are decision bytes for ``fuzz_send`` (any bytes make a call).
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,28 +112,56 @@ def generate() -> dict[str, bytes]:
             assert len(frames) == 2, name
             assert len(frames[1]) <= 0xFFFF, name
             files[f"header/{name}.bin"] = frames[0]
-            files[f"recv/{name}.bin"] = _fuzzlib.encode_message(0, frames)
+            files[f"recv/{name}.bin"] = _fuzzlib.encode_input("recv_array", 0, frames)
         # Bodies behind an envelope (a PUB topic; ROUTER identity and delimiter).
         frames = _fuzzlib.SENTINEL_FRAMES
-        files["recv/envelope-topic.bin"] = _fuzzlib.encode_message(0, [b"topic", *frames])
-        files["recv/envelope-router.bin"] = _fuzzlib.encode_message(
-            0, [b"\x00\x80\x00\x00\x29", b"", *frames]
+        files["recv/envelope-topic.bin"] = _fuzzlib.encode_input(
+            "recv_array-envelope", 0, [b"topic", *frames]
+        )
+        files["recv/envelope-router.bin"] = _fuzzlib.encode_input(
+            "recv_array-envelope", 0, [b"\x00\x80\x00\x00\x29", b"", *frames]
         )
         # pyzmq's guide recipe: a JSON {dtype, shape} frame and the raw buffer.
         for name, A in (("f8", np.arange(6.0).reshape(2, 3)), ("u2", np.arange(5, dtype="<u2"))):
             tx.send_json({"dtype": str(A.dtype), "shape": A.shape}, zmq.SNDMORE)
             tx.send(A)
-            files[f"recv/json-recipe-{name}.bin"] = _fuzzlib.encode_message(0, rx.recv_multipart())
+            files[f"recv/json-recipe-{name}.bin"] = _fuzzlib.encode_input(
+                "recv_array", 0, rx.recv_multipart()
+            )
         # Several arrays in one message (send_arrays), which recv_array must refuse.
-        if hasattr(zarray, "send_arrays"):
-            zarray.send_arrays(tx, [np.arange(3), np.ones((2, 2), "<f4")])
-            files["recv/multi-2.bin"] = _fuzzlib.encode_message(0, rx.recv_multipart())
-        # A few seeds that already carry structural mutations and receive modes.
+        zarray.send_arrays(tx, [np.arange(3), np.ones((2, 2), "<f4")])
+        multi = rx.recv_multipart()
+        files["recv/multi-2.bin"] = _fuzzlib.encode_input("recv_array", 0, multi)
+        zarray.send_arrays(
+            tx, {"image": np.zeros((4, 5), "u1"), "t": np.array(0.5)}, meta={"frame": 7}
+        )
+        named = rx.recv_multipart()
+        # Every receive path, on a message it accepts.
         frames = _fuzzlib.SENTINEL_FRAMES
+        for path in _fuzzlib.PATHS:
+            body = named if "recv_arrays" in path else frames
+            for op, tag in ((0, ""), (_fuzzlib.OP_RECV_COPY, "-copy")):
+                files[f"recv/path-{path}{tag}.bin"] = _fuzzlib.encode_input(path, op, body)
+        for kind, name in enumerate(_fuzzlib.OUT_KINDS):
+            op = kind << _fuzzlib.OP_OUT_SHIFT
+            files[f"recv/out-{name}.bin"] = _fuzzlib.encode_input("recv_array-out", op, frames)
+        # Frame counts around zarray.limits.max_frames.
+        limit = zarray.limits.max_frames
+        for pad in (limit - 2, limit - 1):
+            files[f"recv/frames-max{pad - limit:+d}.bin"] = _fuzzlib.encode_input(
+                "recv_array", 0, frames, pad=pad
+            )
+        # A few seeds that already carry structural mutations and receive modes.
         for op in range(1, 8):
-            files[f"recv/op-{_fuzzlib.MUTATIONS[op]}.bin"] = _fuzzlib.encode_message(op, frames)
-        files["recv/op-recv-copy.bin"] = _fuzzlib.encode_message(_fuzzlib.OP_RECV_COPY, frames)
-        files["recv/op-zero-copy.bin"] = _fuzzlib.encode_message(_fuzzlib.OP_ZERO_COPY, frames)
+            files[f"recv/op-{_fuzzlib.MUTATIONS[op]}.bin"] = _fuzzlib.encode_input(
+                "recv_array", op, frames
+            )
+        files["recv/op-zero-copy.bin"] = _fuzzlib.encode_input(
+            "recv_array", _fuzzlib.OP_ZERO_COPY, frames
+        )
+        # fuzz_send reads its input as decisions; any bytes make a call.
+        for k in range(48):
+            files[f"send/decisions-{k:02d}.bin"] = random.Random(k).randbytes(16 + 8 * k)
     finally:
         tx.close(linger=0)
         rx.close(linger=0)

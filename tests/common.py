@@ -113,7 +113,22 @@ def expected_wire(A: NDArray) -> tuple[tuple[int, ...], int, int]:
         return A.strides, 0, A.nbytes
     lo, span = memory_span(A)
     if span <= A.nbytes * (1 + SPAN_OVERHEAD):
-        return A.strides, -lo, span
+        align = A.dtype.alignment
+        aligned = lo % align == 0 and all(
+            s % align == 0 for n, s in zip(A.shape, A.strides, strict=True) if n > 1
+        )
+        # Distinct elements: an axis of stride 0 repeats one element.
+        distinct = itemsize * math.prod(
+            min(n, 1) if s == 0 else n for n, s in zip(A.shape, A.strides, strict=True)
+        )
+        if aligned or distinct <= 2 * span + 64:
+            return A.strides, -lo, span
+        # Misaligned and overlapping (docs/FORMAT.md): the distinct elements, gathered
+        # compact in memory order, with the zero-stride axes kept at stride 0.
+        core = A[tuple(slice(0, 1) if s == 0 else slice(None) for s in A.strides)]
+        compact = np.empty_like(core, order="K")
+        wide = tuple(0 if s == 0 else c for s, c in zip(A.strides, compact.strides, strict=True))
+        return expected_wire(np.ndarray(A.shape, A.dtype, compact, 0, wide))
     compact = A.copy(order="K")
     return compact.strides, 0, compact.nbytes
 

@@ -521,7 +521,12 @@ BAD_DESCRIPTORS: dict[str, tuple[bytes, bool, int, str]] = {
     "negative-offset": (_record(offsets=[-1]), True, 8, "offsets must be non-negative"),
     "bool-offset": (_record(offsets=[True]), True, 8, "offsets must be non-negative integers"),
     "negative-itemsize": (_record(itemsize=-1), True, 8, "itemsize must be a non-negative"),
-    "nan-itemsize": (b'{"names":[],"formats":[],"offsets":[],"itemsize":NaN}', True, 8, "itemsize"),
+    "nan-itemsize": (
+        b'{"names":[],"formats":[],"offsets":[],"itemsize":NaN}',
+        True,
+        8,
+        "NaN is not standard JSON",
+    ),
     "itemsize-too-small": (_record(itemsize=4), True, 4, "rejected by numpy"),
     "itemsize-vs-header": (_record(itemsize=16), True, 8, "itemsize 16, but the header says 8"),
     "duplicate-names": (

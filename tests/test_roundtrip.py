@@ -5,6 +5,7 @@ the refusal of arrays zarray must not send."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -311,3 +312,23 @@ def test_ndim_beyond_this_numpy_is_a_header_error(inproc_pair: Pair) -> None:
         zarray.recv_array(receiver)
     zarray.send_array(sender, np.arange(3))
     np.testing.assert_array_equal(zarray.recv_array(receiver), np.arange(3))
+
+
+def test_equal_dtypes_that_numpy_exports_differently(inproc_pair: Any) -> None:
+    """numpy exports long double under "=g" but not under "<g" (newbyteorder("<")), yet
+    the two dtypes are equal and share one encode-cache entry: whichever is sent first,
+    both must go (this failed in whichever order the cache met them)."""
+    from zarray import _dtypes
+
+    sender, receiver = inproc_pair
+    native = np.arange(20000, dtype=np.longdouble).reshape(100, 200)  # above copy_threshold
+    order = "<" if sys.byteorder == "little" else ">"
+    spelled = native.view(native.dtype.newbyteorder(order))  # the same bytes, "<g"
+    assert spelled.dtype.byteorder == order
+    for first, second in ((native, spelled), (spelled, native)):
+        _dtypes.encode_cache.clear()
+        for A in (first, second, np.asfortranarray(second)):
+            zarray.send_array(sender, A)
+            B = zarray.recv_array(receiver)
+            assert B.dtype == A.dtype
+            assert np.array_equal(B, A)

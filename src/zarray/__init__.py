@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from zarray import limits
 from zarray._array import Header, frombuffer, pack_header, unpack_header
 from zarray._multi import recv_arrays, send_arrays
 from zarray._serialize import deserialize, serialize
@@ -46,6 +47,7 @@ __all__ = [
     "__version__",
     "deserialize",
     "frombuffer",
+    "limits",
     "pack_header",
     "recv_array",
     "recv_arrays",

@@ -11,6 +11,9 @@ Sending
     * Anything sparser (``a[::2]``, ``a[:, ::3]``, a small window of a big image) is
       copied once into a compact array in the same memory order (``order="K"``) and
       that copy is sent.
+    * A layout misaligned for its dtype whose elements overlap (a sliding window over
+      a packed record's field), which no receiver would realign from its span (see
+      :func:`realign_fits`), is sent as its elements gathered into aligned memory.
     * Zero-size arrays send an empty payload and C-order strides.
 
 Receiving
@@ -28,7 +31,7 @@ import numpy as np
 import zmq
 
 from zarray._codec import pack, pack_array, unpack, unpack_array
-from zarray._dtypes import decode_cache, decode_dtype, encode_cache, encode_dtype
+from zarray._dtypes import brief, decode_cache, decode_dtype, encode_cache, encode_dtype
 from zarray.errors import HeaderError, UnsupportedArrayError
 
 __all__ = [
@@ -37,10 +40,12 @@ __all__ = [
     "Header",
     "array_from",
     "frombuffer",
+    "gathered_size",
     "is_own_memory",
     "pack_header",
     "pinned",
     "prepare",
+    "realign_fits",
     "rebuild",
     "unpack_header",
 ]
@@ -117,9 +122,17 @@ def prepare(A: Any) -> tuple[bytes, Any]:
             hi += (n - 1) * s
     span = hi - lo + itemsize
     if span <= A.nbytes * (1 + SPAN_OVERHEAD):
-        header = pack(descr, structured, itemsize, shape, strides, -lo, span, readonly)
-        return header, _byte_view(A, lo, span)
-    compact = A.copy(order="K")
+        if _layout_aligned(A.dtype, shape, strides, -lo) or realign_fits(
+            A.dtype, shape, strides, span
+        ):
+            header = pack(descr, structured, itemsize, shape, strides, -lo, span, readonly)
+            return header, _byte_view(A, lo, span)
+        # A misaligned layout whose elements overlap (a sliding window over a packed
+        # record's field): every receiver would refuse to realign it from the span, so
+        # send what a receiver would have built, the elements gathered and aligned.
+        compact = _gathered(A)
+    else:
+        compact = A.copy(order="K")
     if readonly:
         compact.flags.writeable = False
     return prepare(compact)
@@ -189,22 +202,53 @@ def _layout_aligned(
     return all(s % a == 0 for n, s in zip(shape, strides, strict=True) if n > 1)
 
 
+def gathered_size(dt: np.dtype[Any], shape: tuple[int, ...], strides: tuple[int, ...]) -> int:
+    """Bytes that a layout's elements take once gathered, zero-stride axes counted once."""
+    dims = zip(shape, strides, strict=True)
+    return dt.itemsize * math.prod(min(n, 1) if s == 0 else n for n, s in dims)
+
+
+def realign_fits(
+    dt: np.dtype[Any], shape: tuple[int, ...], strides: tuple[int, ...], nbytes: int
+) -> bool:
+    """Whether a receiver realigns this layout from an ``nbytes`` payload, or refuses.
+
+    The one rule both sides apply: the receiver gathers a misaligned layout's elements
+    only if they take at most twice the payload (plus 64 bytes), and the sender, which
+    must never produce what a receiver refuses, gathers them itself beyond that.
+    """
+    return gathered_size(dt, shape, strides) <= 2 * nbytes + _ALIGN
+
+
 def _realigned(view: np.ndarray[Any, Any], nbytes: int) -> np.ndarray[Any, Any]:
     """An aligned copy of a view whose strides or offset are misaligned for its dtype.
 
+    See :func:`_gathered`. A layout whose distinct elements would take more than twice
+    the payload (zarray's sender never sends one; only a hostile header overlaps
+    elements like that) is refused rather than allocated.
+    """
+    if not realign_fits(view.dtype, view.shape, view.strides, nbytes):
+        raise HeaderError(
+            f"layout with strides {view.strides} is misaligned for {brief(view.dtype)} and "
+            f"would take {gathered_size(view.dtype, view.shape, view.strides)} bytes to "
+            f"realign from a {nbytes}-byte payload"
+        )
+    return _gathered(view)
+
+
+def _gathered(view: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The elements of ``view`` in fresh aligned memory, broadcast axes kept.
+
     The distinct elements are gathered into a compact array in memory order and
     zero-stride (broadcast) axes are rebuilt as zero strides on top of it, so a
-    broadcast of a packed record's field stays as small as what arrived. A layout
-    whose distinct elements would still take more than twice the payload (only a
-    hostile header overlaps elements like that) is refused rather than allocated.
+    broadcast of a packed record's field stays as small as its distinct data.
     """
     shape, strides = view.shape, view.strides
-    core = view[tuple(slice(0, 1) if s == 0 else slice(None) for s in strides)]
-    if core.nbytes > 2 * nbytes + _ALIGN:
-        raise HeaderError(
-            f"layout with strides {strides} is misaligned for {view.dtype} and would take "
-            f"{core.nbytes} bytes to realign from a {nbytes}-byte payload"
-        )
+    # The Ellipsis keeps a 0-d view an array: view[()] would make a numpy scalar of the
+    # raw bytes, and for a str dtype whose bytes are no code points numpy then fails
+    # with SystemError.
+    index = (*(slice(0, 1) if s == 0 else slice(None) for s in strides), Ellipsis)
+    core = view[index]
     compact: np.ndarray[Any, Any] = np.empty_like(core, order="K")
     if view.dtype.itemsize and core.size:
         # Copy whole items as raw bytes: a record copy would skip its padding.

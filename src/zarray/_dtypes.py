@@ -14,19 +14,26 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+import reprlib
+import sys
+from typing import Any, Literal
 
 import numpy as np
 
+from zarray import _stdjson, limits
+from zarray._header_py import MAX_DESCR
 from zarray.errors import HeaderError, UnsupportedArrayError
 
-__all__ = ["EncodedDtype", "decode_dtype", "encode_dtype"]
+__all__ = ["EncodedDtype", "brief", "decode_dtype", "encode_dtype"]
 
-# Byte order, kind, itemsize; datetimes may carry a [unit] or [multiple unit].
+# Byte order, kind, itemsize; datetimes may carry a [unit] or [multiple unit]. The size
+# never starts with 0: numpy reads "S0", "U0" and "V0" as "size not known yet" (and makes
+# them size 1 when it allocates), so they describe no dtype an array can have.
 _TYPESTR = re.compile(
-    r"(?:[<>|][biufcSUV][0-9]{1,10}|[<>][mM]8(?:\[(?:[1-9][0-9]{0,9})?(?:Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as)\])?)"
+    r"(?:[<>|][biufcSUV][1-9][0-9]{0,9}|[<>][mM]8(?:\[(?:[1-9][0-9]{0,9})?(?:Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as)\])?)"
 )
 _MAX_DEPTH = 32
+_NATIVE: Literal["<", ">"] = "<" if sys.byteorder == "little" else ">"
 _CACHE_LIMIT = 1024
 
 # (descriptor bytes, structured?, itemsize, buffer protocol works?)
@@ -35,8 +42,12 @@ EncodedDtype = tuple[bytes, bool, int, bool]
 encode_cache: dict[np.dtype[Any], EncodedDtype] = {}
 #: the same for align=True records, which the fast path leaves alone.
 aligned_encode_cache: dict[np.dtype[Any], EncodedDtype] = {}
+#: datetime64/timedelta64 dtypes by exact type string (see encode_dtype).
+datetime_encode_cache: dict[str, EncodedDtype] = {}
 #: descriptor bytes -> dtype; also read by zarray._fastpath.
 decode_cache: dict[bytes, np.dtype[Any]] = {}
+# Descriptor bytes held by decode_cache (bounded by zarray.limits.max_dtype_cache_bytes).
+_decode_cache_bytes = 0
 
 
 def encode_dtype(dt: np.dtype[Any]) -> EncodedDtype:
@@ -54,6 +65,15 @@ def encode_dtype(dt: np.dtype[Any]) -> EncodedDtype:
     enc = cache.get(dt)
     if enc is not None:
         return enc
+    if dt.kind in "mM":
+        enc = datetime_encode_cache.get(dt.str)
+        if enc is not None:
+            return enc
+    if dt.itemsize == 0:
+        raise UnsupportedArrayError(
+            f"dtype {brief(dt)} has itemsize 0; zero-size dtypes are not part of zarray's "
+            "wire format (an element of no bytes carries nothing)"
+        )
     if dt.kind == "T":
         raise UnsupportedArrayError(
             "numpy's StringDType keeps its strings outside the array buffer, so zarray "
@@ -61,7 +81,7 @@ def encode_dtype(dt: np.dtype[Any]) -> EncodedDtype:
         )
     if dt.hasobject:
         raise UnsupportedArrayError(
-            f"dtype {dt} holds Python objects; zarray sends raw memory and never pickles"
+            f"dtype {brief(dt)} holds Python objects; zarray sends raw memory and never pickles"
         )
     if dt.fields is not None:
         if dt.kind != "V":
@@ -79,33 +99,93 @@ def encode_dtype(dt: np.dtype[Any]) -> EncodedDtype:
                 f"dtype {dt!r} has a field name or title that is not valid Unicode text "
                 f"(it cannot be encoded as UTF-8: {exc.reason})"
             ) from None
+        if len(raw) > MAX_DESCR:
+            raise UnsupportedArrayError(
+                f"dtype {brief(dt)} takes {len(raw)} bytes to describe, more than the "
+                f"{MAX_DESCR} a header holds"
+            )
         enc = (raw, True, dt.itemsize, _buffer_ok(dt))
     else:
         _check_simple(dt)
         enc = (dt.str.encode("ascii"), False, dt.itemsize, _buffer_ok(dt))
+    if _holds_datetime(dt):
+        # numpy may call datetime dtypes of equal durations equal (M8[1000000000fs] == M8[us],
+        # with equal hashes), so a cache keyed by dtype would send one for the other.
+        # A plain datetime is cached by its exact type string; a record holding one is
+        # described afresh each time.
+        if dt.kind in "mM":
+            if len(datetime_encode_cache) >= _CACHE_LIMIT:
+                datetime_encode_cache.clear()
+            datetime_encode_cache[dt.str] = enc
+        return enc
     if len(cache) >= _CACHE_LIMIT:
         cache.clear()
     cache[dt] = enc
     return enc
 
 
+def _holds_datetime(dt: np.dtype[Any]) -> bool:
+    if dt.kind in "mM":
+        return True
+    if dt.subdtype is not None:
+        return _holds_datetime(dt.subdtype[0])
+    fields: Any = dt.fields or {}
+    return any(_holds_datetime(spec[0]) for spec in fields.values())
+
+
 def decode_dtype(descr: bytes, structured: bool, itemsize: int) -> np.dtype[Any]:
     """Rebuild the dtype described by a header, or raise ``HeaderError``."""
+    global _decode_cache_bytes
     dt = decode_cache.get(descr)
     if dt is None:
         dt = _decode_uncached(descr, structured)
-        if len(decode_cache) >= _CACHE_LIMIT:
-            # A peer sending endless distinct dtypes must not grow memory without bound.
-            decode_cache.clear()
-        decode_cache[descr] = dt
+        # A peer cycling distinct (or large) descriptors must not pin memory: the cache
+        # is bounded in entries and in descriptor bytes (zarray.limits), and emptied
+        # when either bound is met.
+        size = len(descr)
+        if size <= limits.max_dtype_cache_bytes:
+            if (
+                len(decode_cache) >= limits.max_dtype_cache_entries
+                or _decode_cache_bytes + size > limits.max_dtype_cache_bytes
+            ):
+                decode_cache.clear()
+                _decode_cache_bytes = 0
+            decode_cache[descr] = dt
+            _decode_cache_bytes += size
     elif (dt.names is not None) != structured:
         # A type string never parses as a record descriptor nor the reverse, so a
         # cached descriptor with the other kind flag is simply malformed.
         kind = "record descriptor" if dt.names is not None else "type string"
         raise HeaderError(f"descriptor {descr[:40]!r} is a {kind}, but the header says otherwise")
     if dt.itemsize != itemsize:
-        raise HeaderError(f"dtype {dt} has itemsize {dt.itemsize}, but the header says {itemsize}")
+        raise HeaderError(
+            f"dtype {brief(dt)} has itemsize {dt.itemsize}, but the header says {itemsize}"
+        )
     return dt
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxstring = 40
+_REPR.maxother = 40
+
+
+def brief(x: Any, limit: int = 80) -> str:
+    """A short text of a dtype, a message or a decoded JSON value, for error messages.
+
+    Bounded in length and in depth (reprlib), so that printing what a peer sent can
+    neither recurse without end nor grow with the descriptor.
+    """
+    if isinstance(x, str):
+        text = x
+    elif isinstance(x, np.dtype):
+        try:
+            text = repr(x) if x.names is not None or x.subdtype is not None else x.str
+        except RecursionError:
+            text = f"<{x.kind} dtype, itemsize {x.itemsize}>"
+    else:
+        text = _REPR.repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_simple(dt: np.dtype[Any]) -> None:
@@ -117,12 +197,16 @@ def _check_simple(dt: np.dtype[Any]) -> None:
 
 
 def _buffer_ok(dt: np.dtype[Any]) -> bool:
-    # numpy refuses to export datetime64/timedelta64 (also inside records) through
-    # the buffer protocol; such arrays are sent through a raw byte view instead.
-    try:
-        memoryview(np.empty(1, dt))  # type: ignore[arg-type]
-    except (ValueError, TypeError, BufferError):
-        return False
+    # numpy refuses to export datetime64/timedelta64 (also inside records) through the
+    # buffer protocol. It also exports long double only under the native byte-order
+    # mark ("=g"), not when the mark is spelled out ("<g" from newbyteorder("<")), yet
+    # the two dtypes compare and hash equal and so share one cache entry: the answer
+    # must hold for both spellings. Such arrays are sent through a raw byte view.
+    for variant in (dt, dt.newbyteorder(_NATIVE)):
+        try:
+            memoryview(np.empty(1, variant))  # type: ignore[arg-type]
+        except (ValueError, TypeError, BufferError):
+            return False
     return True
 
 
@@ -133,12 +217,20 @@ def _describe_format(dt: np.dtype[Any], depth: int) -> Any:
         base, shape = dt.subdtype
         return {"base": _describe_format(base, depth + 1), "shape": list(shape)}
     if dt.fields is not None:
+        if dt.kind != "V":
+            # As at the top level: an int64 with fields would arrive as a plain record.
+            raise UnsupportedArrayError(
+                f"a field of dtype {brief(dt)} is a {dt.type.__name__} with fields; only "
+                "void structured dtypes can be sent"
+            )
         return _describe_struct(dt, depth + 1)
     _check_simple(dt)
     return dt.str
 
 
 def _describe_struct(dt: np.dtype[Any], depth: int) -> dict[str, Any]:
+    if depth > _MAX_DEPTH:
+        raise UnsupportedArrayError(f"dtype nesting deeper than {_MAX_DEPTH} levels")
     names = list(dt.names or ())
     fields: Any = dt.fields or {}
     formats, offsets, titles = [], [], []
@@ -177,16 +269,20 @@ def _decode_uncached(descr: bytes, structured: bool) -> np.dtype[Any]:
         try:
             return np.dtype(text)
         except (TypeError, ValueError) as exc:
-            raise HeaderError(f"invalid dtype type string {text!r}: {exc}") from None
+            raise HeaderError(f"invalid dtype type string {text!r}: {brief(str(exc))}") from None
     try:
-        doc = json.loads(descr.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise HeaderError(f"structured dtype descriptor is not valid JSON: {exc}") from None
+        doc = _stdjson.loads(descr)
+    except (ValueError, RecursionError) as exc:
+        raise HeaderError(
+            f"structured dtype descriptor is not valid JSON: {brief(str(exc))}"
+        ) from None
     spec = _struct_spec(doc, 0)
     try:
         dt: np.dtype[Any] = np.dtype(spec, align=bool(doc.get("aligned", False)))  # type: ignore[call-overload]
     except (TypeError, ValueError, OverflowError, KeyError, IndexError) as exc:
-        raise HeaderError(f"structured dtype descriptor rejected by numpy: {exc}") from None
+        raise HeaderError(
+            f"structured dtype descriptor rejected by numpy: {brief(str(exc), 200)}"
+        ) from None
     if dt.hasobject:  # unreachable with checked type strings; kept as a last guard
         raise HeaderError("structured dtype descriptor describes Python objects")
     return dt
@@ -237,6 +333,10 @@ def _struct_spec(doc: Any, depth: int) -> dict[str, Any]:
 
 
 def _format_spec(fmt: Any, depth: int) -> Any:
+    # Every level counts, records and subarrays alike, as _describe_format counts them
+    # when sending: a chain of subarrays nests as deep as a chain of records.
+    if depth > _MAX_DEPTH:
+        raise HeaderError(f"structured dtype nested deeper than {_MAX_DEPTH} levels")
     if isinstance(fmt, str):
         if not _TYPESTR.fullmatch(fmt):
             raise HeaderError(f"invalid field type string {fmt[:40]!r}")
@@ -250,15 +350,17 @@ def _format_spec(fmt: Any, depth: int) -> Any:
             and 0 < len(shape) <= 64
             and all(_is_int(n) and 0 <= n < 2**31 for n in shape)
         ):
-            raise HeaderError(f"invalid subarray shape {str(shape)[:60]}")
+            raise HeaderError(f"invalid subarray shape {brief(shape)}")
         return (_format_spec(fmt["base"], depth + 1), tuple(shape))
     if isinstance(fmt, dict):
         sub = _struct_spec(fmt, depth + 1)
         try:
             return np.dtype(sub, align=bool(fmt.get("aligned", False)))  # type: ignore[call-overload]
         except (TypeError, ValueError, OverflowError, KeyError, IndexError) as exc:
-            raise HeaderError(f"nested structured dtype rejected by numpy: {exc}") from None
-    raise HeaderError(f"invalid field format {str(fmt)[:60]}")
+            raise HeaderError(
+                f"nested structured dtype rejected by numpy: {brief(str(exc), 200)}"
+            ) from None
+    raise HeaderError(f"invalid field format {brief(fmt)}")
 
 
 def _is_int(x: Any) -> bool:

@@ -76,13 +76,17 @@ cdef int _check_geometry(int ndim, const int64_t* shape, const int64_t* strides,
     addition, so no hostile value can overflow it.
     """
     cdef int i
-    cdef uint64_t total = itemsize if itemsize > 0 else 1
+    cdef uint64_t total = itemsize
     cdef uint64_t n, step, ext, lo, hi
     cdef bint empty = False
     if nbytes > <uint64_t>INT64_MAX:
         raise HeaderError(f"payload length {nbytes} exceeds the maximum of {INT64_MAX}")
     if itemsize > <uint64_t>INT64_MAX:
         raise HeaderError(f"itemsize {itemsize} exceeds the maximum of {INT64_MAX}")
+    if itemsize == 0:
+        # An element of no bytes would let a header declare any number of elements
+        # over an empty payload, and numpy allocates zero-size S/U/V dtypes as size 1.
+        raise HeaderError("itemsize 0: zero-size dtypes are not part of the wire format")
     for i in range(ndim):
         if shape[i] < 0:
             raise HeaderError(f"negative dimension {shape[i]} on axis {i}")

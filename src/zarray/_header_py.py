@@ -63,18 +63,25 @@ def _check_encoding(codec: int, filter: int, kind: int) -> None:
         raise HeaderError("a shared-memory payload cannot be compressed")
 
 
-def _check_geometry(
+def check_geometry(
     shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int, offset: int, nbytes: int
 ) -> None:
-    """Check that the described array lies inside a payload of ``nbytes`` bytes."""
+    """Check that the described array lies inside a payload of ``nbytes`` bytes.
+
+    The geometry rules of docs/FORMAT.md, on Python ints (any size). The compiled codec
+    runs the same checks in the same order on 64-bit fields; pyzmq's JSON recipe, which
+    both implementations parse in Python, is checked with this function.
+    """
     if nbytes > _INT64_MAX:
         raise HeaderError(f"payload length {nbytes} exceeds the maximum of {_INT64_MAX}")
     if itemsize > _INT64_MAX:
         raise HeaderError(f"itemsize {itemsize} exceeds the maximum of {_INT64_MAX}")
+    if itemsize == 0:
+        raise HeaderError("itemsize 0: zero-size dtypes are not part of the wire format")
     for i, n in enumerate(shape):
         if n < 0:
             raise HeaderError(f"negative dimension {n} on axis {i}")
-    total = itemsize if itemsize > 0 else 1
+    total = itemsize
     empty = False
     for n in shape:
         if n == 0:
@@ -158,7 +165,7 @@ def pack(
     _in_range(filter, 0, 255, "filter")
     _in_range(kind, 0, 255, "kind")
     _check_encoding(codec, filter, kind)
-    _check_geometry(shape, strides, itemsize, offset, nbytes)
+    check_geometry(shape, strides, itemsize, offset, nbytes)
     fixed = _FIXED.pack(
         MAGIC,
         VERSION,
@@ -246,7 +253,7 @@ def unpack(buf: Any) -> HeaderFields:
     dims = struct.unpack_from(f"<{2 * ndim}q", data, FIXED_SIZE)
     shape = tuple(dims[:ndim])
     strides = tuple(dims[ndim:])
-    _check_geometry(shape, strides, itemsize, offset, nbytes)
+    check_geometry(shape, strides, itemsize, offset, nbytes)
     descr = bytes(data[FIXED_SIZE + 16 * ndim : need])
     return (
         descr,

@@ -17,19 +17,22 @@ This module lets zarray talk to them in both directions, without trusting the pe
   dtypes, as ``str(dtype)`` writes them, and type strings such as ``"<f8"``) before
   numpy sees it; it is never evaluated. Object, structured and zero-size dtypes are
   refused.
-* The payload length must equal ``itemsize * prod(shape)``, checked without overflow
+* The shape passes the geometry checks of zarray's own header (docs/FORMAT.md, with
+  the same function), and the payload length must equal ``itemsize * prod(shape)``,
   before anything is viewed.
 
 Only :class:`zarray.HeaderError` comes out of :func:`parse`.
 
 The recipe has no byte order beyond the dtype string (numpy's names such as
 ``"float64"`` mean the *host's* order), no strides (the data is C-contiguous) and no
-read-only bit.
+read-only bit, so :func:`encode` sends a copy of arrays that are not C-contiguous or
+not writeable.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from zarray._dtypes import encode_dtype
+from zarray._header_py import check_geometry
 from zarray.errors import HeaderError, UnsupportedArrayError
 
 __all__ = [
@@ -55,7 +59,9 @@ MAX_RECIPE = 65536
 _MAX_NDIM = 64
 _INT64_MAX = 2**63 - 1
 
-_UNIT = r"(?:\[[0-9]{0,10}(?:Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as)\])?"
+# A unit multiple never starts with 0: numpy accepts "datetime64[0s]", and then divides
+# by that 0 when it compares such a dtype with another datetime (SIGFPE).
+_UNIT = r"(?:\[(?:[1-9][0-9]{0,9})?(?:Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as)\])?"
 # numpy's own names of simple dtypes, as str(dtype) prints native-order ones.
 _NAME = (
     r"bool|u?int(?:8|16|32|64)|float(?:16|32|64|96|128)|complex(?:64|128|192|256)"
@@ -132,13 +138,13 @@ def parse_header(head: Any) -> RecipeFields:
         raise HeaderError(f"JSON recipe shape {str(raw)[:60]} is not a list of dimensions")
     shape: tuple[int, ...] = tuple(raw)
     itemsize = dt.itemsize
-    total = itemsize
-    for n in shape:
-        # Python ints do not overflow, but numpy's do: keep every count in int64.
-        total *= n
-        if total > _INT64_MAX:
-            raise HeaderError(f"JSON recipe shape {shape} overflows a 64-bit byte count")
     strides = _c_strides(shape, itemsize)
+    total = itemsize * math.prod(shape)
+    # The very checks of zarray's own header (dimensions of 0 skipped in the overflow
+    # product, as numpy does), so that no later huge dimension slips past a 0.
+    # (The payload length the shape needs is passed capped, so that an overflowing shape
+    # is reported as such rather than as an oversized payload.)
+    check_geometry(shape, strides, itemsize, 0, min(total, _INT64_MAX))
     return (dt.str.encode("ascii"), False, itemsize, shape, strides, 0, total, False, 0, 0, 0)
 
 
@@ -161,10 +167,11 @@ def encode(A: Any, meta: Mapping[str, Any] | None = None) -> tuple[bytes, Any]:
 
     The header is ``json.dumps({**meta, "dtype": str(A.dtype), "shape": [...]})`` encoded
     as UTF-8 (the bytes ``socket.send_json`` writes; imagezmq puts its ``"msg"`` text
-    there); the payload is ``A``'s memory when ``A`` is C-contiguous, otherwise a
-    C-contiguous copy. Raises UnsupportedArrayError for arrays the recipe cannot
-    describe (structured or object dtypes, non-arrays) and for a ``meta`` that is not
-    a dict of str keys that standard JSON encodes, or that names ``dtype`` or ``shape``.
+    there); the payload is ``A``'s memory when ``A`` is C-contiguous and writeable,
+    otherwise a C-contiguous copy. Raises UnsupportedArrayError for arrays the recipe
+    cannot describe (structured or object dtypes, non-arrays) and for a ``meta`` that is
+    not a dict of str keys that standard JSON encodes, or that names ``dtype`` or
+    ``shape``.
     """
     extra = _check_meta(meta)
     if not isinstance(A, np.ndarray) or isinstance(A, np.ma.MaskedArray):
@@ -179,8 +186,12 @@ def encode(A: Any, meta: Mapping[str, Any] | None = None) -> tuple[bytes, Any]:
             f"dtype {dt!r} cannot travel in pyzmq's JSON recipe (only simple dtypes can); "
             "send it in zarray's own format"
         )
-    if not A.flags.c_contiguous:
-        A = np.ascontiguousarray(A)  # the recipe has no strides: this is the one copy
+    if not (A.flags.c_contiguous and A.flags.writeable):
+        # The recipe has no strides and no read-only bit: a C-contiguous copy stands in
+        # for the first, and a writeable copy for the second, since over inproc the
+        # receiver would otherwise get a writeable view of memory the sender made
+        # read-only (an immutable bytes object, a read-only memmap). The one copy.
+        A = np.array(A, order="C", copy=True)
     doc = {**extra, "dtype": text, "shape": list(A.shape)}
     header = json.dumps(doc).encode("utf-8")
     # numpy refuses to export datetime64/timedelta64 through the buffer protocol; a

@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 import zmq
 
-from zarray import _json_recipe
+from zarray import _json_recipe, _stdjson, limits
 from zarray._array import array_from, rebuild
 from zarray._codec import unpack
-from zarray._dtypes import decode_dtype
+from zarray._dtypes import brief, decode_cache, decode_dtype, encode_dtype
+from zarray._header_py import DESCR_STRUCT, FIXED_SIZE
 from zarray._payload import (
     PENDING,
     PRIVATE,
@@ -45,7 +46,7 @@ from zarray._payload import (
     encode,
     open_payload,
 )
-from zarray.errors import HeaderError, OutMismatchError, UnsupportedArrayError
+from zarray.errors import HeaderError, OutMismatchError, UnsupportedArrayError, ZarrayError
 
 __all__ = [
     "JSON",
@@ -59,11 +60,14 @@ __all__ = [
     "bytes_of",
     "c_layout",
     "check_envelope",
+    "check_frame_count",
     "check_match",
     "check_out",
+    "check_send_flags",
     "copy_into",
     "decode_array",
     "decode_arrays",
+    "drain",
     "envelope_of",
     "fields_of",
     "is_compressed",
@@ -73,6 +77,7 @@ __all__ = [
     "pack_message_header",
     "prefix_of",
     "recv_rest",
+    "refused",
     "unpack_message_header",
 ]
 
@@ -84,6 +89,10 @@ MAPPING = 1
 # magic, version, container kind, reserved, array count, JSON length
 _FIXED = struct.Struct("<4sBBHII")
 MESSAGE_FIXED_SIZE = _FIXED.size  # 16
+
+# Plain ints, as in zarray._transport: pyzmq's enum flags are slow to combine.
+_SNDMORE = int(zmq.SNDMORE)
+_NOT_NOBLOCK = ~int(zmq.NOBLOCK)
 
 # Body kinds returned by locate().
 SINGLE = 0
@@ -105,16 +114,49 @@ def recv_rest(socket: zmq.Socket[Any], frames: list[Any]) -> list[Any]:
     """Append the remaining frames of the current message (a drain that keeps them)."""
     # The remaining parts of a message arrive together with its first part, so
     # these receives never wait and never raise Again.
-    while frames[-1].more:
-        frames.append(socket.recv(0, copy=False))
+    try:
+        while frames[-1].more:
+            if len(frames) >= limits.max_frames:
+                # Each frame held costs ~200 bytes however short: keep no more.
+                raise HeaderError(
+                    f"message has more than {limits.max_frames} frames (zarray.limits.max_frames)"
+                )
+            frames.append(socket.recv(0, copy=False))
+    except BaseException as exc:  # or e.g. KeyboardInterrupt between two frames
+        raise refused(exc, socket)  # noqa: B904 (refused chains it)
     return frames
 
 
+def drain(socket: zmq.Socket[Any]) -> None:
+    """Discard the remaining frames of the current message."""
+    while socket.get(zmq.RCVMORE):
+        socket.recv(copy=False)
+
+
+def refused(exc: BaseException, socket: zmq.Socket[Any] | None = None) -> BaseException:
+    """The exception a receive function raises for ``exc``, met once a message began.
+
+    This is the one place that turns a failure inside a message into zarray's promise:
+    with ``socket`` (a message still being read), the rest of the message is drained
+    first, whatever ``exc`` is, so the socket is left at a message boundary. zarray's
+    own errors, zmq's errors and exceptions that are not ``Exception`` (such as
+    ``KeyboardInterrupt``) are returned as they are; any other exception (numpy's, say,
+    for an input that no check foresaw) becomes a ``HeaderError`` naming it, with the
+    original as its ``__cause__``. Use as ``raise refused(exc, socket)``.
+    """
+    if socket is not None:
+        try:
+            drain(socket)
+        except zmq.ZMQError:
+            pass  # the socket itself failed (closed, context terminated): nothing to keep
+    if isinstance(exc, (ZarrayError, zmq.ZMQError)) or not isinstance(exc, Exception):
+        return exc
+    err = HeaderError(f"message refused: {type(exc).__name__}: {brief(str(exc), 200)}")
+    err.__cause__ = exc
+    return err
+
+
 # -- the multi-array message header ---------------------------------------------------
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not standard JSON")
 
 
 def pack_message_header(
@@ -151,8 +193,13 @@ def pack_message_header(
             ".item(), arrays go in the arrays argument)"
         ) from None
     body = text.encode("utf-8") if doc else b""
-    if count > 0xFFFFFFFF or len(body) > 0xFFFFFFFF:
-        raise UnsupportedArrayError("too many arrays or too large a meta for one message")
+    if len(body) > limits.max_meta_bytes:
+        raise UnsupportedArrayError(
+            f"names and meta take {len(body)} bytes of JSON, more than a receiver accepts "
+            f"(zarray.limits.max_meta_bytes, {limits.max_meta_bytes}); raise it on both sides"
+        )
+    if count > 0xFFFFFFFF:
+        raise UnsupportedArrayError("too many arrays for one message")
     fixed = _FIXED.pack(
         MESSAGE_MAGIC, MESSAGE_VERSION, MAPPING if mapping else SEQUENCE, 0, count, len(body)
     )
@@ -190,15 +237,18 @@ def unpack_message_header(buf: Any) -> tuple[list[str] | None, dict[str, Any], i
         raise HeaderError(
             f"message header is {n} bytes, but its JSON length says {MESSAGE_FIXED_SIZE + length}"
         )
+    if length > limits.max_meta_bytes:
+        # Python's json makes up to ~25x the document's size in objects: bound it first.
+        raise HeaderError(
+            f"message header JSON of {length} bytes exceeds zarray.limits.max_meta_bytes "
+            f"({limits.max_meta_bytes})"
+        )
     doc: Any = {}
     if length:
         try:
-            doc = json.loads(
-                view[MESSAGE_FIXED_SIZE:].tobytes().decode("utf-8"),
-                parse_constant=_reject_constant,
-            )
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise HeaderError(f"message header JSON is invalid: {exc}") from None
+            doc = _stdjson.loads(view[MESSAGE_FIXED_SIZE:].tobytes())
+        except (ValueError, RecursionError) as exc:
+            raise HeaderError(f"message header JSON is invalid: {brief(str(exc))}") from None
         if not isinstance(doc, dict) or not doc:
             raise HeaderError("message header JSON must be a non-empty object")
     extra = set(doc) - {"names", "meta"}
@@ -321,6 +371,7 @@ def decode_arrays(
     if kind != MULTI:
         return [decode_array(frames, start, kind, copy)], {}
     names, meta, count = unpack_message_header(frames[start])
+    _check_new_descriptors(frames[start + 1 :: 2])
     arrays = []
     for k in range(count):
         j = start + 1 + 2 * k
@@ -332,6 +383,34 @@ def decode_arrays(
     if names is None:
         return arrays, meta
     return dict(zip(names, arrays, strict=True)), meta
+
+
+def _check_new_descriptors(headers: Sequence[Any]) -> None:
+    """Refuse a message whose record descriptors would cost too much to decode.
+
+    A decoded record dtype takes up to ~25 times its descriptor's bytes in Python
+    objects (docs/SECURITY.md), and each array keeps its dtype; so the distinct record
+    descriptors of one message that the dtype cache does not already hold may add up
+    to ``zarray.limits.max_descriptor_bytes``. Only the descriptor bytes are looked at
+    here; the headers themselves are checked when each array is decoded.
+    """
+    total = 0
+    seen: set[bytes] = set()
+    for header in headers:
+        view = memoryview(header)
+        if view.nbytes < FIXED_SIZE or view[9] != DESCR_STRUCT:
+            continue
+        begin = FIXED_SIZE + 16 * view[8]
+        descr = view[begin : begin + (view[10] | view[11] << 8)].tobytes()
+        if descr in seen or descr in decode_cache:
+            continue
+        seen.add(descr)
+        total += len(descr)
+        if total > limits.max_descriptor_bytes:
+            raise HeaderError(
+                f"the message's record descriptors take more than {limits.max_descriptor_bytes} "
+                "bytes to decode (zarray.limits.max_descriptor_bytes)"
+            )
 
 
 # -- receiving into a preallocated array -----------------------------------------------
@@ -347,13 +426,16 @@ def check_out(out: Any) -> None:
         raise ValueError("out must be C-contiguous")
     if out.dtype.hasobject:
         raise ValueError("out must not hold Python objects")
+    # A dtype zarray cannot carry (an int with fields, say, which numpy compares equal
+    # to the plain int) would otherwise be refused only after the header was read.
+    encode_dtype(out.dtype)
 
 
 def check_match(out: np.ndarray[Any, Any], dt: np.dtype[Any], shape: tuple[int, ...]) -> None:
     """HeaderError saying what differs when the message's array does not fit ``out``."""
     diffs = []
     if dt != out.dtype:
-        diffs.append(f"dtype {dt.str if dt.names is None else dt} (out has {out.dtype.str})")
+        diffs.append(f"dtype {brief(dt)} (out has {brief(out.dtype)})")
     if shape != out.shape:
         diffs.append(f"shape {shape} (out has {out.shape})")
     if diffs:
@@ -400,9 +482,15 @@ def copy_into(out: np.ndarray[Any, Any], fields: tuple[Any, ...], payload: Any) 
     if size != nbytes:
         raise HeaderError(f"payload is {size} bytes, but the header says {nbytes}")
     dt = decode_dtype(descr, structured, itemsize)
+    if out.size == 0:
+        return
     # A view of the frame, aligned or not: numpy's copy loops handle unaligned sources,
-    # and out is aligned, so no intermediate buffer is needed.
-    np.copyto(out, np.ndarray(shape, dt, payload, offset, strides), casting="no")
+    # and out is aligned, so no intermediate buffer is needed. Whole items are copied
+    # as raw bytes, as recv_into does for a C-ordered payload: a record copy would skip
+    # the bytes no field covers.
+    items = np.dtype((np.void, dt.itemsize))
+    src = np.ndarray(shape, dt, payload, offset, strides)
+    np.copyto(out.view(items), src.view(items), casting="no")
 
 
 # -- outgoing messages -----------------------------------------------------------------
@@ -463,8 +551,13 @@ class Outgoing:
         return zmq.MessageTracker(*trackers, *(lease.released for lease in self.leases))
 
 
-def check_envelope(envelope: Sequence[Any] | None) -> list[Any]:
-    """The envelope frames as a list, refusing anything pyzmq could not send."""
+def check_envelope(envelope: Sequence[Any] | None) -> list[bytes]:
+    """The envelope frames as ``bytes``, refusing anything pyzmq could not send.
+
+    Every frame is turned into bytes here, before the first frame goes out: a buffer
+    that ``memoryview`` accepts but pyzmq cannot send (a non-contiguous view) must be
+    refused now, not after earlier frames of the message were sent with SNDMORE.
+    """
     if envelope is None:
         return []
     if isinstance(envelope, (str, bytes, bytearray, memoryview, zmq.Frame, np.ndarray)):
@@ -472,17 +565,52 @@ def check_envelope(envelope: Sequence[Any] | None) -> list[Any]:
             "envelope must be a list of frames, e.g. [b'topic'] or [identity, b''], "
             f"not a single {type(envelope).__name__}"
         )
-    frames = list(envelope)
-    for i, frame in enumerate(frames):
+    frames: list[bytes] = []
+    for i, frame in enumerate(envelope):
+        if type(frame) is bytes:
+            frames.append(frame)
+            continue
         if isinstance(frame, str):
             raise TypeError(f"envelope frame {i} is a str; encode it to bytes first")
         try:
-            memoryview(frame)
-        except TypeError:
+            view = memoryview(frame)
+        except (TypeError, ValueError, BufferError):
             raise TypeError(
                 f"envelope frame {i} ({type(frame).__name__}) does not support the buffer interface"
             ) from None
+        if not view.contiguous:
+            raise TypeError(
+                f"envelope frame {i} ({type(frame).__name__}) is not contiguous in memory, "
+                "which pyzmq cannot send; pass bytes(frame)"
+            )
+        frames.append(view.tobytes(order="A"))  # the bytes in memory order, as pyzmq sends
     return frames
+
+
+def check_send_flags(flags: int) -> None:
+    """Refuse send flags that could leave a message half sent; call before any frame.
+
+    Only ``zmq.NOBLOCK`` is accepted. ``zmq.SNDMORE`` would keep zarray's message open,
+    so that whatever is sent next is glued onto it; zarray sets it on every frame but
+    the last itself.
+    """
+    if flags & _NOT_NOBLOCK:
+        if flags & _SNDMORE:
+            raise ValueError(
+                "flags include zmq.SNDMORE: zarray ends each message itself, and a message "
+                "left open would swallow the next one; send frames that go before the "
+                "array with envelope=[...]"
+            )
+        raise ValueError(f"send flags {flags!r}: only 0 and zmq.NOBLOCK are accepted")
+
+
+def check_frame_count(count: int) -> None:
+    """Refuse to send a message of more frames than a receiver accepts."""
+    if count > limits.max_frames:
+        raise UnsupportedArrayError(
+            f"message of {count} frames, more than a receiver accepts "
+            f"(zarray.limits.max_frames, {limits.max_frames}); raise it on both sides"
+        )
 
 
 def outgoing_array(
@@ -499,7 +627,9 @@ def outgoing_array(
     Raises UnsupportedArrayError, TypeError or ValueError for what cannot be sent, and
     ``zmq.Again`` for a full shared-memory pool; nothing has been sent then.
     """
+    check_send_flags(flags)
     out = Outgoing(check_envelope(envelope))
+    check_frame_count(len(out.frames) + 2)
     if format == "zarray":
         if meta is not None:
             raise ValueError(
@@ -540,8 +670,11 @@ def outgoing_arrays(
         raise UnsupportedArrayError(
             f"arrays must be a sequence or a mapping of arrays, got {type(arrays).__name__}" + hint
         )
+    check_send_flags(flags)
     out = Outgoing(check_envelope(envelope))
+    check_frame_count(len(out.frames) + 1 + 2 * len(values))
     out.add(pack_message_header(names is not None, len(values), names, meta), SMALL)
+    records: set[bytes] = set()
     try:
         for k, A in enumerate(values):
             try:
@@ -549,6 +682,16 @@ def outgoing_arrays(
             except UnsupportedArrayError as exc:
                 which = f"array {k}" if names is None else f"array {names[k]!r:.40}"
                 raise UnsupportedArrayError(f"{which}: {exc}") from None
+            descr, structured = encode_dtype(A.dtype)[:2]
+            if structured:
+                records.add(descr)
+        # What a receiver whose dtype cache is empty would refuse (_check_new_descriptors).
+        if sum(map(len, records)) > limits.max_descriptor_bytes:
+            raise UnsupportedArrayError(
+                f"the arrays' record dtypes take {sum(map(len, records))} bytes to describe, "
+                "more than a receiver decodes for one message "
+                f"(zarray.limits.max_descriptor_bytes, {limits.max_descriptor_bytes})"
+            )
     except BaseException:
         out.cancel()
         raise

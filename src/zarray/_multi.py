@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 import zmq
 
-from zarray._message import decode_arrays, envelope_of, locate, outgoing_arrays, recv_rest
+from zarray._message import decode_arrays, envelope_of, locate, outgoing_arrays, recv_rest, refused
 from zarray._transport import (
     BLOCKING,
     Compress,
@@ -54,7 +54,8 @@ def send_arrays(
         The arrays. A sequence comes back as a list, a mapping as a dict with the same
         names in the same order. Each array follows :func:`send_array`'s rules.
     flags : int
-        ZeroMQ send flags, e.g. ``zmq.NOBLOCK``.
+        ZeroMQ send flags: ``0`` or ``zmq.NOBLOCK`` (``zmq.SNDMORE`` is refused, as
+        by :func:`send_array`).
     copy : bool
         If False (the default), hand each array's memory to libzmq without copying.
     track : bool
@@ -86,7 +87,10 @@ def send_arrays(
         not a dict that standard JSON can encode, or any array cannot be sent. Raised
         before any frame is sent.
     TypeError
-        If ``envelope`` is not a sequence of bytes-like frames; nothing was sent.
+        If ``envelope`` is not a sequence of contiguous bytes-like frames; nothing
+        was sent.
+    ValueError
+        For ``flags`` other than ``0`` and ``zmq.NOBLOCK``; nothing was sent.
     zmq.Again
         With ``zmq.NOBLOCK`` (or a send timeout) when the message cannot be queued;
         nothing was sent.
@@ -177,8 +181,11 @@ def recv_arrays(
     if type(socket) not in BLOCKING:
         check_blocking(socket)
     frames = recv_rest(socket, [socket.recv(flags, copy=False)])
-    start, kind = locate(frames)
-    result = decode_arrays(frames, start, kind, copy)
+    try:
+        start, kind = locate(frames)
+        result = decode_arrays(frames, start, kind, copy)
+    except Exception as exc:  # the whole message is in: nothing to drain
+        raise refused(exc)  # noqa: B904 (refused chains it)
     if envelope:
         return envelope_of(frames, start), result
     return result

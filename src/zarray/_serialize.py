@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from zarray import limits
 from zarray._array import array_from, prepare
 from zarray._codec import pack_array, unpack_array
 from zarray._dtypes import decode_cache, encode_cache
-from zarray._message import decode_array, locate
+from zarray._message import decode_array, locate, refused
 from zarray.errors import HeaderError
 
 __all__ = ["deserialize", "serialize"]
@@ -90,6 +91,10 @@ def deserialize(frames: Sequence[Any], copy: bool = False) -> np.ndarray[Any, An
     while the result lives: a bytearray cannot be resized, nor an mmap closed, under
     it (both raise ``BufferError`` until the array is gone).
     """
+    if len(frames) > limits.max_frames:
+        raise HeaderError(
+            f"message has more than {limits.max_frames} frames (zarray.limits.max_frames)"
+        )
     if len(frames) == 2:
         # The plain message, header and payload: straight to the compiled fast path,
         # which returns None for what only the general path (array_from) handles.
@@ -101,6 +106,11 @@ def deserialize(frames: Sequence[Any], copy: bool = False) -> np.ndarray[Any, An
             return array_from(frames[0], frames[1], copy)
         except HeaderError:
             pass  # the JSON recipe, or a bad message: locate() below says which
+        except Exception as exc:
+            raise refused(exc)  # noqa: B904 (refused chains it)
     parts = list(frames)
-    start, kind = locate(parts)
-    return decode_array(parts, start, kind, copy)
+    try:
+        start, kind = locate(parts)
+        return decode_array(parts, start, kind, copy)
+    except Exception as exc:
+        raise refused(exc)  # noqa: B904 (refused chains it)

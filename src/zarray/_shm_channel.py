@@ -16,6 +16,7 @@ it stands for. The pool itself (allocation, leases, sending) is ``zarray._shm``.
 
 from __future__ import annotations
 
+import atexit
 import mmap
 import os
 import selectors
@@ -450,6 +451,15 @@ def _reset_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+@atexit.register
+def _close_channels() -> None:
+    """At exit, close the side channels (the kernel would, but quietly is better)."""
+    for attachment in list(_registry.values()):
+        attachment.alive = False
+        attachment.sock.close()
+    _registry.clear()
 
 
 def open_reference(fields: tuple[Any, ...], frame: Any) -> NDArray:

@@ -64,7 +64,7 @@ class Socket(StageSettings, zmq.Socket[bytes]):
         A : numpy.ndarray
             The array.
         flags : int
-            ZeroMQ send flags.
+            ZeroMQ send flags: ``0`` or ``zmq.NOBLOCK`` (``zmq.SNDMORE`` is refused).
         copy : bool
             If False (the default), send the array's memory without copying.
         track : bool
@@ -188,7 +188,7 @@ class Socket(StageSettings, zmq.Socket[bytes]):
         arrays : sequence or mapping of numpy.ndarray
             The arrays; a mapping's keys (str) name them.
         flags : int
-            ZeroMQ send flags.
+            ZeroMQ send flags: ``0`` or ``zmq.NOBLOCK`` (``zmq.SNDMORE`` is refused).
         copy : bool
             If False (the default), send the arrays' memory without copying.
         track : bool

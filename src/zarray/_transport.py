@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 import zmq
 
-from zarray import _json_recipe
+from zarray import _json_recipe, limits
 from zarray._array import array_from, is_own_memory, prepare
 from zarray._codec import unpack
 from zarray._dtypes import decode_dtype, encode_dtype
@@ -33,6 +33,7 @@ from zarray._message import (
     outgoing_array,
     prefix_of,
     recv_rest,
+    refused,
 )
 from zarray._payload import SMALL, USER, Stage
 from zarray.errors import HeaderError
@@ -48,6 +49,8 @@ _DONE = zmq.MessageTracker()
 # costs more than a whole header pack on the per-message path.
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
+# Every send flag but NOBLOCK: SNDMORE (zarray ends each message itself) and unknown bits.
+_NOT_NOBLOCK = ~_NOBLOCK
 
 NDArray = np.ndarray[Any, Any]
 Format = Literal["zarray", "json"]
@@ -79,8 +82,9 @@ def send_array(
         The array. Any layout; any dtype except those holding Python objects
         (object, records with object fields, StringDType).
     flags : int
-        ZeroMQ send flags, e.g. ``zmq.NOBLOCK``. ``zmq.SNDMORE`` is added for the
-        header frame by zarray itself.
+        ZeroMQ send flags: ``0`` or ``zmq.NOBLOCK``. zarray sets ``zmq.SNDMORE`` on
+        every frame but the last itself; passing it is refused (``ValueError``), since
+        a message left open would swallow the next one.
     copy : bool
         If False (the default), hand the array's memory to libzmq without copying.
     track : bool
@@ -93,8 +97,9 @@ def send_array(
         ``"zarray"`` (the default) sends zarray's binary header. ``"json"`` sends pyzmq
         guide's recipe instead, a JSON frame ``{"dtype": str(A.dtype), "shape": [...]}``
         and the C-contiguous buffer, for receivers written as the guide shows. It carries
-        simple dtypes only, and loses strides (the data is made C-contiguous) and the
-        read-only bit.
+        simple dtypes only, and no strides or read-only bit: arrays that are not
+        C-contiguous, or are read-only, are sent as a copy (so a receiver over inproc
+        never gets a writeable view of read-only memory).
     shm : zarray.SharedPool, optional
         Send the payload through this shared-memory pool, by reference, to a receiver
         on the same host (see :class:`zarray.SharedPool`); small payloads still go
@@ -132,11 +137,12 @@ def send_array(
         If ``A`` cannot be sent (or, with ``format="json"``, cannot be described by the
         recipe). Raised before any frame is sent.
     TypeError
-        If ``envelope`` is not a sequence of bytes-like frames, or ``socket`` is a
-        ``zmq.asyncio`` socket. Raised before any frame is sent.
+        If ``envelope`` is not a sequence of contiguous bytes-like frames, or
+        ``socket`` is a ``zmq.asyncio`` socket. Raised before any frame is sent.
     ValueError
-        For an unknown ``format``, ``shm``/``compress`` with ``format="json"``, ``meta``
-        without it, or an unknown codec name or level.
+        For an unknown ``format``, ``flags`` other than ``0`` and ``zmq.NOBLOCK``,
+        ``shm``/``compress`` with ``format="json"``, ``meta`` without it, or an unknown
+        codec name or level. Raised before any frame is sent.
     ImportError
         For ``compress`` without the ``compress`` extra; the message says how to
         install it. Nothing was sent.
@@ -149,8 +155,9 @@ def send_array(
     This never copies the data unless ``copy=True``, the payload is smaller than
     ``socket.copy_threshold`` (pyzmq's rule, 64 KiB by default), ``A`` is a strided
     view too sparse to send as its memory span (see ``zarray._array``),
-    ``format="json"`` is asked for and ``A`` is not C-contiguous, or ``shm`` is given
-    and ``A`` does not live in its pool (then it is copied once into the pool).
+    ``format="json"`` is asked for and ``A`` is not C-contiguous or is read-only, or
+    ``shm`` is given and ``A`` does not live in its pool (then it is copied once into
+    the pool).
     Over ``inproc://`` the receiver gets a view of ``A``'s own memory: writes on
     either side are visible to the other until the receiver drops its array.
 
@@ -166,6 +173,7 @@ def send_array(
         or shm is not None
         or compress is not None
         or meta is not None
+        or flags & _NOT_NOBLOCK
     ):
         return send_general(
             socket, A, flags, copy, track, envelope, format, make_stage(shm, compress, format), meta
@@ -352,9 +360,11 @@ def recv_array(
         If the message is not a valid zarray (or JSON recipe) message, carries several
         arrays (use :func:`recv_arrays`), or does not fit ``out`` (the message says
         which dtype or shape differs). The whole message has been consumed, so the
-        next call receives the next message.
+        next call receives the next message. Whatever fails once a message has begun
+        to arrive, the rest of it is drained before the error is raised.
     TypeError, ValueError
-        If ``out`` is not a writeable C-contiguous ndarray. Nothing was received.
+        If ``out`` is not a writeable C-contiguous ndarray, or its dtype is one zarray
+        cannot carry (``UnsupportedArrayError``). Nothing was received.
     zmq.Again
         With ``zmq.NOBLOCK`` (or a receive timeout) when no message is waiting;
         nothing was consumed.
@@ -395,13 +405,18 @@ def recv_array(
             except HeaderError:
                 if prefix_of(head) == MAGIC:
                     raise  # a zarray header that is itself wrong
+            except Exception as exc:  # the whole message is in: nothing to drain
+                raise refused(exc)  # noqa: B904 (refused chains it)
             frames = [head, payload]  # perhaps a JSON recipe: decide below
         else:
             frames = recv_rest(socket, [head, payload])
     else:
         frames = [head]
-    start, kind = locate(frames)
-    A = decode_array(frames, start, kind, copy)
+    try:
+        start, kind = locate(frames)
+        A = decode_array(frames, start, kind, copy)
+    except Exception as exc:
+        raise refused(exc)  # noqa: B904 (refused chains it)
     if envelope:
         return envelope_of(frames, start), A
     return A
@@ -417,42 +432,53 @@ def _recv_into(
     parses as a JSON recipe object; frames before it are the envelope.
     """
     check_out(out)
+    frame = socket.recv(flags, copy=False)  # zmq.Again here: nothing was consumed
+    try:
+        return _recv_into_rest(socket, out, frame, envelope)
+    except BaseException as exc:
+        # Whatever went wrong once the message began, drain it: the next receive
+        # must start at a message boundary.
+        raise refused(exc, socket)  # noqa: B904 (refused chains it)
+
+
+def _recv_into_rest(
+    socket: zmq.Socket[Any], out: NDArray, frame: Any, envelope: bool
+) -> NDArray | tuple[list[bytes], NDArray]:
     env: list[bytes] = []
-    f = flags
     recipe_error: HeaderError | None = None
     while True:
-        frame = socket.recv(f, copy=False)
-        f = 0
         prefix = prefix_of(frame)
         fields: tuple[Any, ...] | None = None
-        try:
-            if prefix == MESSAGE_MAGIC:
-                raise HeaderError(
-                    "message carries several arrays sent by send_arrays; out= receives one"
-                )
-            if prefix == MAGIC:
-                if not frame.more:
-                    raise HeaderError(
-                        "message has 1 frame; a zarray message has a header and a payload"
-                        if not env
-                        else f"zarray header at frame {len(env)} has no payload frame after it"
-                    )
-                fields = unpack(frame)
-            elif frame.more and _json_recipe.looks_like_recipe(prefix):
-                try:
-                    fields = _json_recipe.parse_header(frame)
-                except HeaderError as exc:
-                    recipe_error = exc  # or an envelope frame that starts with "{"
-            if fields is not None:
-                check_match(out, decode_dtype(*fields[:3]), fields[3])
-                break
+        if prefix == MESSAGE_MAGIC:
+            raise HeaderError(
+                "message carries several arrays sent by send_arrays; out= receives one"
+            )
+        if prefix == MAGIC:
             if not frame.more:
-                why = f" (last JSON frame: {recipe_error})" if recipe_error else ""
-                raise HeaderError(f"message of {len(env) + 1} frames holds no zarray header{why}")
-        except HeaderError:
-            _drain(socket)
-            raise
+                raise HeaderError(
+                    "message has 1 frame; a zarray message has a header and a payload"
+                    if not env
+                    else f"zarray header at frame {len(env)} has no payload frame after it"
+                )
+            fields = unpack(frame)
+        elif frame.more and _json_recipe.looks_like_recipe(prefix):
+            try:
+                fields = _json_recipe.parse_header(frame)
+            except HeaderError as exc:
+                recipe_error = exc  # or an envelope frame that starts with "{"
+        if fields is not None:
+            check_match(out, decode_dtype(*fields[:3]), fields[3])
+            break
+        if not frame.more:
+            why = f" (last JSON frame: {recipe_error})" if recipe_error else ""
+            raise HeaderError(f"message of {len(env) + 1} frames holds no zarray header{why}")
+        # This frame, a header and a payload at least: refuse before holding more.
+        if len(env) + 3 > limits.max_frames:
+            raise HeaderError(
+                f"message has more than {limits.max_frames} frames (zarray.limits.max_frames)"
+            )
         env.append(bytes_of(frame))
+        frame = socket.recv(0, copy=False)
     if c_layout(fields) and not (fields[8] or fields[10]):
         nbytes = fields[6]
         # numpy will not export datetime64/timedelta64 through the buffer protocol;
@@ -461,7 +487,6 @@ def _recv_into(
         # libzmq copies the frame straight into out: no allocation for the payload.
         size = socket.recv_into(buf, flags=0)
         if size != nbytes or socket.get(zmq.RCVMORE):
-            _drain(socket)
             raise HeaderError(
                 f"payload is {size} bytes, but the header says {nbytes}"
                 if size != nbytes
@@ -470,13 +495,6 @@ def _recv_into(
     else:
         payload = socket.recv(0, copy=False)
         if payload.more:
-            _drain(socket)
             raise HeaderError("message has more than 2 frames; expected a header and a payload")
         copy_into(out, fields, payload)
     return (env, out) if envelope else out
-
-
-def _drain(socket: zmq.Socket[Any]) -> None:
-    """Discard the remaining frames of the current message."""
-    while socket.get(zmq.RCVMORE):
-        socket.recv(copy=False)

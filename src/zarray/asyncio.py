@@ -71,6 +71,8 @@ from zarray._message import (
     locate,
     outgoing_array,
     outgoing_arrays,
+    recv_rest,
+    refused,
 )
 from zarray._multi import Arrays, Received
 from zarray._payload import SMALL, USER, StageSettings
@@ -100,6 +102,41 @@ class Socket(StageSettings, zmq.asyncio.Socket):
     :func:`zarray.recv_array`; see the module documentation for what the returned
     tracker means under asyncio.
     """
+
+    # Declared on the class: pyzmq's attribute setter treats unknown names as options.
+    _zarray_sync: zmq.Socket[Any] | None = None
+
+    async def _recv_frames(self, flags: int) -> list[Any]:
+        """Every frame of the next message, taken in one synchronous stretch.
+
+        pyzmq's ``recv_multipart`` would hold every frame of a message (a million empty
+        ones, say) before zarray could count them. Here the message is read through a
+        blocking shadow of this socket, with NOBLOCK, once it is readable: libzmq
+        delivers a message whole, so its remaining frames are there, and since nothing
+        is awaited between them no other coroutine can take frames from its middle.
+        ``recv_rest`` keeps at most ``zarray.limits.max_frames`` of them. The receive
+        timeout (``rcvtimeo``) and ``zmq.NOBLOCK`` raise ``zmq.Again`` as pyzmq does.
+        """
+        sync = self._zarray_sync
+        if sync is None:
+            sync = self._zarray_sync = zmq.Socket.shadow(self.underlying)
+        timeout = cast(int, self.get(zmq.RCVTIMEO))
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout < 0 else loop.time() + timeout / 1000
+        while True:
+            try:
+                first = sync.recv(flags | zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                if flags & zmq.NOBLOCK or (deadline is not None and loop.time() >= deadline):
+                    raise
+            else:
+                frames = recv_rest(sync, [first])
+                # Reading EVENTS through this socket hands any further waiting message
+                # to pyzmq's own pending receives (zmq's file descriptor is edge-triggered).
+                self.get(zmq.EVENTS)
+                return frames
+            wait = None if deadline is None else max(0.0, deadline - loop.time()) * 1000
+            await self.poll(wait)  # for POLLIN, the default
 
     async def _send_outgoing(
         self, message: Outgoing, flags: int, copy: bool, track: bool
@@ -162,7 +199,7 @@ class Socket(StageSettings, zmq.asyncio.Socket):
         A : numpy.ndarray
             The array.
         flags : int
-            ZeroMQ send flags.
+            ZeroMQ send flags: ``0`` or ``zmq.NOBLOCK`` (``zmq.SNDMORE`` is refused).
         copy : bool
             If False (the default), send the array's memory without copying.
         track : bool
@@ -229,7 +266,7 @@ class Socket(StageSettings, zmq.asyncio.Socket):
         arrays : sequence or mapping of numpy.ndarray
             The arrays; a mapping's keys (str) name them.
         flags : int
-            ZeroMQ send flags.
+            ZeroMQ send flags: ``0`` or ``zmq.NOBLOCK`` (``zmq.SNDMORE`` is refused).
         copy : bool
             If False (the default), send the arrays' memory without copying.
         track : bool
@@ -339,21 +376,24 @@ class Socket(StageSettings, zmq.asyncio.Socket):
         """
         if out is not None:
             check_out(out)
-        frames = await self.recv_multipart(flags, copy=False)
-        start, kind = locate(frames)
-        if out is None:
-            if is_compressed(frames, start, kind):
-                A = await _off_loop(decode_array, frames, start, kind, copy)
+        frames = await self._recv_frames(flags)
+        try:
+            start, kind = locate(frames)
+            if out is None:
+                if is_compressed(frames, start, kind):
+                    A = await _off_loop(decode_array, frames, start, kind, copy)
+                else:
+                    A = decode_array(frames, start, kind, copy)
             else:
-                A = decode_array(frames, start, kind, copy)
-        else:
-            fields = fields_of(frames, start, kind)
-            check_match(out, decode_dtype(*fields[:3]), fields[3])
-            if fields[8]:
-                await _off_loop(copy_into, out, fields, frames[start + 1])
-            else:
-                copy_into(out, fields, frames[start + 1])
-            A = out
+                fields = fields_of(frames, start, kind)
+                check_match(out, decode_dtype(*fields[:3]), fields[3])
+                if fields[8]:
+                    await _off_loop(copy_into, out, fields, frames[start + 1])
+                else:
+                    copy_into(out, fields, frames[start + 1])
+                A = out
+        except Exception as exc:  # the whole message is in: nothing to drain
+            raise refused(exc)  # noqa: B904 (refused chains it)
         if envelope:
             return envelope_of(frames, start), A
         return A
@@ -401,12 +441,15 @@ class Socket(StageSettings, zmq.asyncio.Socket):
         -----
         With ``copy=False`` every array views its received frame.
         """
-        frames = await self.recv_multipart(flags, copy=False)
-        start, kind = locate(frames)
-        if is_compressed(frames, start, kind):
-            result = await _off_loop(decode_arrays, frames, start, kind, copy)
-        else:
-            result = decode_arrays(frames, start, kind, copy)
+        frames = await self._recv_frames(flags)
+        try:
+            start, kind = locate(frames)
+            if is_compressed(frames, start, kind):
+                result = await _off_loop(decode_arrays, frames, start, kind, copy)
+            else:
+                result = decode_arrays(frames, start, kind, copy)
+        except Exception as exc:  # the whole message is in: nothing to drain
+            raise refused(exc)  # noqa: B904 (refused chains it)
         if envelope:
             return envelope_of(frames, start), result
         return result

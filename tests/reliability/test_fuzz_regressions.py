@@ -36,12 +36,13 @@ def _harness(name: str) -> ModuleType:
 
 @pytest.fixture(scope="module")
 def harnesses() -> Iterator[dict[str, ModuleType]]:
-    """The two harness modules, imported without atheris instrumentation."""
-    mods = {"header": _harness("header"), "recv": _harness("recv")}
+    """The harness modules, imported without atheris instrumentation."""
+    mods = {name: _harness(name) for name in ("header", "recv", "send")}
     try:
         yield mods
     finally:
-        mods["recv"].close()
+        for mod in mods.values():
+            mod.close()
 
 
 @pytest.mark.parametrize("path", REGRESSIONS, ids=[p.name for p in REGRESSIONS])
@@ -52,9 +53,10 @@ def test_saved_fuzz_input_replays_clean(path: Path, harnesses: dict[str, ModuleT
 
 
 def test_seed_corpus_replays_clean(harnesses: dict[str, ModuleType]) -> None:
-    """Every seed (a valid message for each dtype family and layout) passes the harness
-    checks: both codecs agree, the encoding is canonical, recv_array matches the
-    reference and leaves the socket at a message boundary."""
+    """Every seed (a valid message for each dtype family, layout and receive path, and
+    the send harness's decision bytes) passes the harness checks: both codecs agree,
+    the encoding is canonical, every receive path matches the pure-Python oracle
+    within the allocation guard and leaves the socket at a message boundary."""
     assert SEEDS
     for path in SEEDS:
         harnesses[path.parent.name].TestOneInput(path.read_bytes())
@@ -156,3 +158,156 @@ def test_codec_twins_agree_on_non_buffers(kind: str) -> None:
 
     bad = {"str": "not a header", "int": 12345, "strided": _strided_header()}[kind]
     assert _outcome(_header.unpack, bad) == _outcome(_header_py.unpack, bad)
+
+
+def _header(
+    descr: bytes,
+    itemsize: int,
+    shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    offset: int,
+    nbytes: int,
+) -> bytes:
+    import struct
+
+    fixed = struct.pack(
+        "<4sBBBBBBHIQQQ",
+        b"\x93ZAR",
+        1,
+        0,
+        0,
+        0,
+        len(shape),
+        0,
+        len(descr),
+        0,
+        itemsize,
+        offset,
+        nbytes,
+    )
+    return fixed + struct.pack(f"<{2 * len(shape)}q", *shape, *strides) + descr
+
+
+# Found by the structure-aware fuzz_recv of issue 9 on its first run (also on the code
+# before it; fuzz/regressions/recv-0d-misaligned-str.bin): a 0-d <U1 array at offset 1
+# of a 5-byte payload, whose 4 bytes are no Unicode code point. Realigning it indexed
+# the 0-d view with view[()], which makes a numpy *scalar* of the raw bytes: numpy
+# raised SystemError ("invalid maximum character passed to PyUnicode_New"), which
+# escaped recv_array (before issue 9) or became a HeaderError by the receive's safety
+# net (after hole 3). Expected: an aligned 0-d array holding those bytes.
+@pytest.mark.parametrize("copy", [False, True], ids=["view", "copy"])
+def test_misaligned_0d_str_is_realigned(
+    copy: bool, pair: tuple[zmq.Socket[Any], zmq.Socket[Any]]
+) -> None:
+    tx, rx = pair
+    payload = b"\xf6\xf5\x1c\x14k"
+    tx.send_multipart([_header(b"<U1", 4, (), (), 1, 5), payload])
+    A = zarray.recv_array(rx, copy=copy)
+    assert A.shape == ()
+    assert A.dtype == np.dtype("<U1")
+    assert A.flags.aligned
+    assert A.reshape(1).view(np.uint8).tobytes() == payload[1:]
+
+
+# Found by the new fuzz_send (issue 9): a record whose field is an int64 *with fields*
+# (numpy's ("<i8", [("lo", "<i4"), ("hi", "<i4")])) was sent without error, and every
+# receiver rebuilt that field as a plain record: a different dtype than was sent. The
+# top-level dtype was checked (non-void dtypes with fields are refused) but no field.
+# Expected: UnsupportedArrayError before anything is sent, at any depth.
+@pytest.mark.parametrize("depth", [1, 2])
+def test_nested_int_with_fields_is_refused(
+    depth: int, pair: tuple[zmq.Socket[Any], zmq.Socket[Any]]
+) -> None:
+    tx, rx = pair
+    dt = np.dtype(("<i8", [("lo", "<i4"), ("hi", "<i4")]))
+    for _ in range(depth):
+        dt = np.dtype([("f0", "<i4"), ("f1", dt)])
+    with pytest.raises(zarray.UnsupportedArrayError, match="with fields"):
+        zarray.send_array(tx, np.zeros(3, dt))
+    zarray.send_array(tx, np.arange(3))
+    assert zarray.recv_array(rx).tolist() == [0, 1, 2]
+    assert not rx.poll(0)
+
+
+# Found while writing fuzz_send (issue 9): numpy accepts "datetime64[0s]" (a unit
+# multiple of 0) and then divides by it when it compares such a dtype with another
+# datetime (SIGFPE: the process dies). zarray's type strings never match a multiple of
+# 0, but the JSON recipe's whitelist did: it now refuses it too, before numpy sees it.
+def test_recipe_datetime_multiple_0_is_refused(
+    pair: tuple[zmq.Socket[Any], zmq.Socket[Any]],
+) -> None:
+    import json
+
+    tx, rx = pair
+    for dtype in ("datetime64[0s]", "timedelta64[00ms]", "<M8[0D]"):
+        tx.send_multipart([json.dumps({"dtype": dtype, "shape": [2]}).encode(), bytes(16)])
+        with pytest.raises(zarray.HeaderError, match="not a dtype zarray accepts"):
+            zarray.recv_array(rx)
+    assert not rx.poll(0)
+
+
+# Found by fuzz_recv (issue 9), comparing receive paths: recv_array(out=) wrote a record's
+# padding bytes into out when the payload was C-ordered (libzmq's recv_into copies the
+# frame) but not for other layouts nor under zarray.asyncio, where numpy's record copy
+# skipped the bytes no field covers. Expected: out holds the payload's items whole,
+# whatever the path and layout.
+@pytest.mark.parametrize("layout", ["c", "reversed"])
+def test_out_gets_record_padding_on_every_path(
+    layout: str, pair: tuple[zmq.Socket[Any], zmq.Socket[Any]]
+) -> None:
+    import asyncio
+
+    import zarray.asyncio
+
+    dt = np.dtype({"names": ["a"], "formats": ["u1"], "offsets": [0], "itemsize": 4})
+    raw = np.frombuffer(bytes(range(1, 13)), dt)
+    A = raw if layout == "c" else raw[::-1]
+    expected = np.ascontiguousarray(A.view("V4"))  # a void copy keeps every byte
+    tx, rx = pair
+    out = np.zeros(3, dt)
+    zarray.send_array(tx, A)
+    zarray.recv_array(rx, out=out)
+    assert out.view("V4").tobytes() == expected.tobytes()
+
+    async def via_asyncio() -> bytes:
+        ctx = zarray.asyncio.Context()
+        atx, arx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+        try:
+            arx.rcvtimeo = 5000
+            arx.bind("inproc://padding")
+            atx.connect("inproc://padding")
+            await atx.send_array(A)
+            got = np.zeros(3, dt)
+            await arx.recv_array(out=got)
+            return got.view("V4").tobytes()
+        finally:
+            atx.close(linger=0)
+            arx.close(linger=0)
+            ctx.term()
+
+    assert asyncio.run(via_asyncio()) == expected.tobytes()
+
+
+# Found by fuzz_send (issue 9): numpy may call datetime dtypes of equal durations equal,
+# with equal hashes (M8[1000000000fs] == M8[us]), so the encode cache, keyed by dtype,
+# sent the header of whichever had been sent first: an M8[us] array arrived as
+# M8[1000000000fs] (the same values, another dtype.str than FORMAT.md promises), and
+# records holding such fields likewise. Expected: the sender's exact type string.
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("<M8[us]", "<M8[1000000000fs]"), ("<m8[60s]", "<m8[m]"), (">M8[1000ms]", ">M8[s]")],
+)
+@pytest.mark.parametrize("record", [False, True], ids=["plain", "record-field"])
+def test_equal_datetime_units_keep_their_type_string(
+    first: str, second: str, record: bool, pair: tuple[zmq.Socket[Any], zmq.Socket[Any]]
+) -> None:
+    tx, rx = pair
+    dtypes = [np.dtype([("t", s)]) if record else np.dtype(s) for s in (first, second)]
+    # (numpy's equality of such dtypes is not even symmetric: a dict lookup finds one
+    # for the other in one order of insertion and not in the other.)
+    for dt in (*dtypes, *reversed(dtypes)):
+        A = np.arange(3).astype(dt) if not record else np.zeros(3, dt)
+        zarray.send_array(tx, A)
+        B = zarray.recv_array(rx)
+        assert B.dtype.str == dt.str
+        assert B.dtype.descr == dt.descr
