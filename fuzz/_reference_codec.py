@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from zarray import _codecs
+import zarray
 
 FIXED = struct.Struct("<QII")
 RAW = 1 << 31
@@ -64,7 +64,7 @@ def _decompress_block(codec: int, block: bytes, length: int) -> bytes | None:
 def decompress(fields: tuple[Any, ...], frame: bytes) -> bytes | None:
     """The ``nbytes`` bytes the frame decodes to, or None if zarray must refuse it."""
     itemsize, nbytes, codec, filt = fields[2], fields[6], fields[8], fields[9]
-    if nbytes > _codecs.MAX_DECOMPRESSED_BYTES or codec not in (1, 2):
+    if nbytes > zarray.limits.max_decompressed_bytes or codec not in (1, 2):
         return None
     try:
         import cramjam  # noqa: F401

@@ -201,7 +201,7 @@ class Harness:
     """An inproc PAIR pair, and the sender used to compress the arrays."""
 
     def __init__(self) -> None:
-        _codecs.MAX_DECOMPRESSED_BYTES = LIMIT
+        zarray.limits.max_decompressed_bytes = LIMIT
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.sockets = []
         for name in ("make", "tx"):

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from zarray import limits
 from zarray._codec import (
     CODEC_LZ4,
     CODEC_ZSTD,
@@ -50,7 +51,6 @@ __all__ = [
     "AUTO_MIN_BYTES",
     "BLOCK_SIZE",
     "INSTALL",
-    "MAX_DECOMPRESSED_BYTES",
     "SHUFFLE_IMPLEMENTATION",
     "Compression",
     "available",
@@ -59,12 +59,6 @@ __all__ = [
     "decode_into",
     "transport_of",
 ]
-
-#: Receivers refuse a compressed payload that would decompress to more than this many
-#: bytes (1 GiB), before allocating anything. A module-level default: raise it for
-#: larger arrays from peers you trust (docs/SECURITY.md). Not applied by
-#: ``recv_array(out=...)``, which writes into the caller's own array.
-MAX_DECOMPRESSED_BYTES = 1 << 30
 
 #: What the error messages tell a user without the extra.
 INSTALL = 'pip install "zarray[compress]"'
@@ -596,7 +590,7 @@ def decode(fields: tuple[Any, ...], frame: Any, unshuffle: Any = None) -> np.nda
     Raises
     ------
     HeaderError
-        For a payload over :data:`MAX_DECOMPRESSED_BYTES` (before anything is
+        For a payload over ``zarray.limits.max_decompressed_bytes`` (before anything is
         allocated), without the compress extra, or for a frame that does not decode to
         exactly ``nbytes`` bytes (bad framing, corrupt or truncated blocks).
 
@@ -608,10 +602,10 @@ def decode(fields: tuple[Any, ...], frame: Any, unshuffle: Any = None) -> np.nda
     shuffled), and nothing is sized by the peer's framing.
     """
     nbytes = fields[6]
-    if nbytes > MAX_DECOMPRESSED_BYTES:
+    if nbytes > limits.max_decompressed_bytes:
         raise HeaderError(
             f"compressed payload would decompress to {nbytes} bytes, over the receiver's "
-            f"limit of {MAX_DECOMPRESSED_BYTES} (zarray._codecs.MAX_DECOMPRESSED_BYTES)"
+            f"limit of {limits.max_decompressed_bytes} (zarray.limits.max_decompressed_bytes)"
         )
     cj, codec, view, block = _layout(fields, frame)
     # One allocation, 63 bytes more than the array so that it can start on a 64-byte

@@ -17,6 +17,7 @@ with what each one bounds.
 from __future__ import annotations
 
 __all__ = [
+    "max_decompressed_bytes",
     "max_descriptor_bytes",
     "max_dtype_cache_bytes",
     "max_dtype_cache_entries",
@@ -53,3 +54,10 @@ max_dtype_cache_bytes: int = 262144
 
 #: Entries in the cache of decoded dtypes (the cache is emptied when either bound is met).
 max_dtype_cache_entries: int = 1024
+
+#: Bytes of one decompressed payload (the header's ``nbytes`` of a compressed message):
+#: the largest array a compressed message may make zarray allocate. Checked against the
+#: header before any allocation, so a 100-byte message claiming 64 GiB of zeros is
+#: refused with ``HeaderError`` (drained) and costs nothing. Receiving into ``out=`` with
+#: a C-ordered payload allocates nothing and is not bound by it.
+max_decompressed_bytes: int = 1 << 30

@@ -58,9 +58,9 @@ def test_fuzz_compressed_replay() -> None:
     if str(FUZZ) not in sys.path:
         sys.path.insert(0, str(FUZZ))
     harness = importlib.import_module("fuzz_compressed")
-    from zarray import _codecs
+    import zarray
 
-    limit = _codecs.MAX_DECOMPRESSED_BYTES
+    limit = zarray.limits.max_decompressed_bytes
     rng = random.Random(2026)
     try:
         for _ in range(300):
@@ -69,4 +69,4 @@ def test_fuzz_compressed_replay() -> None:
         assert harness._harness.inputs == 300
     finally:
         harness.close()
-        _codecs.MAX_DECOMPRESSED_BYTES = limit  # the harness lowers it
+        zarray.limits.max_decompressed_bytes = limit  # the harness lowers it
