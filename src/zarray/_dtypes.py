@@ -201,10 +201,11 @@ def _buffer_ok(dt: np.dtype[Any]) -> bool:
     # buffer protocol. It also exports long double only under the native byte-order
     # mark ("=g"), not when the mark is spelled out ("<g" from newbyteorder("<")), yet
     # the two dtypes compare and hash equal and so share one cache entry: the answer
-    # must hold for both spellings. Such arrays are sent through a raw byte view.
+    # must hold for both spellings. Such arrays are sent through a raw byte view. An
+    # empty array asks the question without allocating an item (of 2 GiB, say).
     for variant in (dt, dt.newbyteorder(_NATIVE)):
         try:
-            memoryview(np.empty(1, variant))  # type: ignore[arg-type]
+            memoryview(np.empty(0, variant))  # type: ignore[arg-type]
         except (ValueError, TypeError, BufferError):
             return False
     return True

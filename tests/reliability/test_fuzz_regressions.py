@@ -311,3 +311,27 @@ def test_equal_datetime_units_keep_their_type_string(
         B = zarray.recv_array(rx)
         assert B.dtype.str == dt.str
         assert B.dtype.descr == dt.descr
+
+
+# Found by fuzz_send (issue 9) under its allocation guard: sending an *empty* array of
+# dtype |S2147483646 allocated 2 GiB, because encode_dtype probed numpy's buffer
+# export with np.empty(1, dtype). Expected: describing a dtype allocates no element.
+def test_describing_a_huge_dtype_allocates_nothing(
+    pair: tuple[zmq.Socket[Any], zmq.Socket[Any]],
+) -> None:
+    import tracemalloc
+
+    tx, rx = pair
+    A = np.zeros((0, 3), "|S2147483646")
+    zarray.send_array(tx, np.zeros((0, 3), "|S7"))  # first-use costs of the socket
+    zarray.recv_array(rx)
+    tracemalloc.start()
+    try:
+        zarray.send_array(tx, A)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak} bytes allocated to send an empty array"
+    B = zarray.recv_array(rx)
+    assert B.shape == (0, 3)
+    assert B.dtype == A.dtype
