@@ -66,9 +66,14 @@ def constant() -> int:
     return 32 * json_bytes + 32 * descriptor_bytes + 512 * lim.max_frames + MiB
 
 
-def bound(message_bytes: int) -> int:
-    """The most a receive of a message of ``message_bytes`` bytes may allocate."""
-    return 4 * message_bytes + constant()
+def bound(message_bytes: int, decoded_bytes: int = 0) -> int:
+    """The most a receive of a message of ``message_bytes`` bytes may allocate.
+
+    ``decoded_bytes`` is what a compressed payload may add: the size it declares, when
+    that is within ``zarray.limits.max_decompressed_bytes`` (else 0: it must be refused
+    before anything is allocated), plus one block and 64 bytes of alignment.
+    """
+    return 4 * message_bytes + decoded_bytes + constant()
 
 
 class AllocationGuard:
@@ -88,8 +93,8 @@ class AllocationGuard:
         self.started = False
 
     @contextmanager
-    def measure(self, message_bytes: int, what: str) -> Iterator[None]:
-        """Raise AllocationExceeded if the body allocates more than ``bound(message_bytes)``."""
+    def measure(self, message_bytes: int, what: str, decoded_bytes: int = 0) -> Iterator[None]:
+        """Raise AllocationExceeded if the body allocates more than :func:`bound` allows."""
         if not tracemalloc.is_tracing():  # someone else stopped it (a test, say)
             tracemalloc.start()
             self.started = True
@@ -97,13 +102,14 @@ class AllocationGuard:
         tracemalloc.reset_peak()
         yield
         peak = tracemalloc.get_traced_memory()[1] - start
-        limit = bound(message_bytes)
+        limit = bound(message_bytes, decoded_bytes)
         self.measured += 1
         self.worst_ratio = max(self.worst_ratio, peak / limit)
         if peak > limit:
             raise AllocationExceeded(
                 f"{what} allocated {peak:,} bytes for a message of {message_bytes:,} bytes "
-                f"(bound: 4 x {message_bytes:,} + {constant():,} = {limit:,})"
+                f"(bound: 4 x {message_bytes:,} + {decoded_bytes:,} decoded + "
+                f"{constant():,} = {limit:,})"
             )
 
     def check_held(self, what: str) -> None:

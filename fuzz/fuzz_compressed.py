@@ -16,7 +16,12 @@ frame. The message goes over a real inproc PAIR pair and is received with
   flag; an unmutated message is always accepted and equals the array that was sent;
 * the decoder gives the same bytes, or the same error, with the compiled shuffle kernel
   and with its numpy twin (and the two header codecs parse the header alike);
-* the socket is at a message boundary afterwards (a sentinel comes through intact).
+* the socket is at a message boundary afterwards (a sentinel comes through intact);
+* the receive allocates no more than the allocation guard (``_guard``) allows: 4 x the
+  message's bytes plus the constant from ``zarray.limits``, plus the size the payload
+  declares when that is within the receiver's decompressed-size limit, one block and
+  64 bytes of alignment. A payload that declares more must be refused before anything
+  is allocated.
 
 Run: ``python fuzz/fuzz_compressed.py [libFuzzer options] [corpus dir]`` under atheris,
 or ``python fuzz/fuzz_compressed.py --seconds N`` for a plain random loop without it.
@@ -45,12 +50,14 @@ except ImportError:
 if __name__ == "__main__" and atheris is not None and "--seconds" not in sys.argv:
     with atheris.instrument_imports(include=["zarray", "_fuzzlib", "_reference_codec"]):
         import _fuzzlib
+        from _guard import AllocationGuard
 
         import zarray
         from zarray import _codecs, _header, _header_py, _shuffle, _shuffle_py
         from zarray._dtypes import decode_dtype
 else:
     import _fuzzlib
+    from _guard import AllocationGuard
 
     import zarray
     from zarray import _codecs, _header, _header_py, _shuffle, _shuffle_py
@@ -67,6 +74,7 @@ FULL_COMPARE = 1 << 22
 DTYPES = ["|u1", "<u2", ">i2", "<i4", ">f4", "<f8", ">c16", "|S3", "<U2", "|b1", "<M8[us]"]
 DTYPES += ["u1,<i4", "V5"]
 LAYOUTS = ["C", "F", "reversed", "broadcast", "field", "0d", "empty"]
+BOMBS = [LIMIT // 2, LIMIT, LIMIT + 1, 4 * LIMIT]
 CODECS = [("lz4", True), ("lz4", False), ("zstd", True), ("zstd", False)]
 EDGES = [0, 1, 2, 3, 4095, 4096, 4097, 1 << 16, (1 << 24) - 1, 1 << 24, (1 << 24) + 1]
 EDGES += [(1 << 31) - 1, 1 << 31, (1 << 31) + 1, (1 << 32) - 1]
@@ -77,7 +85,15 @@ class Mismatch(AssertionError):
 
 
 def make_array(p: _fuzzlib.Provider) -> np.ndarray[Any, Any]:
-    """An array chosen by the input: dtype, layout and a size up to ~600 KiB."""
+    """An array chosen by the input: dtype, layout and a size up to ~600 KiB.
+
+    One input in 16 instead makes a zero bomb: an all-zero array around the lowered
+    decompressed-size limit (half of it, just under, just over, four times), which
+    compresses to a few KiB; the receiver must accept those within the limit and
+    refuse the others before allocating anything.
+    """
+    if p.uint(1) % 16 == 0:
+        return np.zeros(BOMBS[p.uint(1) % len(BOMBS)], np.uint8)
     dt = np.dtype(DTYPES[p.uint(1) % len(DTYPES)])
     layout = LAYOUTS[p.uint(1) % len(LAYOUTS)]
     n = 1 + p.uint(3) % ((600 << 10) // max(dt.itemsize, 1))
@@ -197,6 +213,16 @@ def realign_refused(expected: _fuzzlib.Outcome) -> bool:
     return bool(odd) and distinct * dt.itemsize > 2 * len(payload) + 64
 
 
+def decoded_allowance(frame: bytes) -> int:
+    """What decompressing ``frame`` may allocate beyond the guard's bound (see above)."""
+    if len(frame) < 16:
+        return 0
+    nbytes, block, _ = struct.unpack_from("<QII", frame)
+    if nbytes > zarray.limits.max_decompressed_bytes:
+        return 0
+    return nbytes + min(block, nbytes) + 64
+
+
 class Harness:
     """An inproc PAIR pair, and the sender used to compress the arrays."""
 
@@ -214,8 +240,10 @@ class Harness:
             self.sockets += [a, b]
         self.make_tx, self.make_rx, self.tx, self.rx = self.sockets
         self.inputs = 0
+        self.guard = AllocationGuard()
 
     def close(self) -> None:
+        self.guard.close()
         for s in self.sockets:
             s.close(linger=0)
         self.ctx.term()
@@ -231,7 +259,8 @@ class Harness:
         header, frame = mutate(p, header0, frame0)
         _decode_twins(header, frame)
         expected = reference(header, frame)
-        if (header, frame) == (header0, frame0) and expected[0] != "ok":
+        unmutated = (header, frame) == (header0, frame0)
+        if unmutated and expected[0] != "ok" and A.nbytes <= LIMIT:
             raise Mismatch(f"the reference refuses an unmutated message of {A.dtype} {A.shape}")
         out = None
         if mode == 2 and expected[0] == "ok":
@@ -240,7 +269,10 @@ class Harness:
                 out = np.empty(shape, dt)
         self.tx.send_multipart([header, frame])
         try:
-            B = zarray.recv_array(self.rx, copy=mode == 1, out=out)
+            with self.guard.measure(
+                len(header) + len(frame), f"recv of {A.dtype} {A.shape}", decoded_allowance(frame)
+            ):
+                B = zarray.recv_array(self.rx, copy=mode == 1, out=out)
         except zarray.HeaderError as exc:
             if expected[0] == "ok" and not (out is None and realign_refused(expected)):
                 raise Mismatch(f"refused ({exc}), the reference accepts it") from None

@@ -7,8 +7,10 @@ Built on :mod:`zmq.asyncio`. The array methods are coroutines::
     tracker = await sock.send_array(A)
     B = await other.recv_array()
 
-Every message goes to pyzmq as one ``send_multipart`` / ``recv_multipart`` event, so
-concurrent senders and receivers on one loop never interleave their frames.
+Every message goes to pyzmq as one ``send_multipart`` event, and is received in one
+synchronous stretch once the socket is readable (so that zarray can count its frames
+as they come, see ``zarray.limits.max_frames``), so concurrent senders and receivers
+on one loop never interleave their frames.
 
 What the tracker means under asyncio
     The coroutine returns once pyzmq has handed the whole message to libzmq: at once

@@ -12,7 +12,10 @@ import random
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
+
+import pytest
 
 from ._support import REPO
 from .conftest import Figures
@@ -70,3 +73,30 @@ def test_fuzz_compressed_replay() -> None:
     finally:
         harness.close()
         zarray.limits.max_decompressed_bytes = limit  # the harness lowers it
+
+
+def test_fuzz_compressed_guard_sees_a_decoder_past_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The harness's allocation guard is not vacuous: a decoder that ignored the
+    decompressed-size limit (simulated by giving _codecs a limit of 1 TiB while the
+    harness's stays 16 MiB) is caught on a zero bomb just over the limit."""
+    if str(FUZZ) not in sys.path:
+        sys.path.insert(0, str(FUZZ))
+    harness = importlib.import_module("fuzz_compressed")
+    guard = importlib.import_module("_guard")
+    import zarray
+    from zarray import _codecs
+
+    limit = zarray.limits.max_decompressed_bytes
+    bomb = bytes([0, harness.BOMBS.index(harness.LIMIT + 1), 2, 0])  # zstd, a view
+    try:
+        harness.TestOneInput(bomb)  # the real decoder refuses it: no finding
+        monkeypatch.setattr(
+            _codecs, "limits", types.SimpleNamespace(max_decompressed_bytes=1 << 40)
+        )
+        with pytest.raises(guard.AllocationExceeded, match="allocated"):
+            harness.TestOneInput(bomb)
+    finally:
+        harness.close()
+        zarray.limits.max_decompressed_bytes = limit
