@@ -82,8 +82,12 @@ def measure_many(
 ) -> list[Result]:
     """Measure the pipelined throughput of several methods for ``A`` over ``link``.
 
-    For each method a warm-up batch estimates the time per message, from which the
-    message count is chosen so that a timed batch lasts about ``seconds``. Then
+    For each method an untimed warm-up batch pays the one-time costs (connecting,
+    faulting buffers in, copying an array into a shared-memory pool), then calibration
+    batches, four times longer each until one lasts a fifth of ``seconds``, estimate
+    the time per message, from which the message count is chosen so that a timed
+    batch lasts about ``seconds`` (so a batch's fixed cost, a few hundred µs, stays
+    small beside the messages, even for a method that is fast on a huge array). Then
     ``repeat`` rounds each time one batch of every method in turn, so that a change
     of the machine's speed during the run (other load, frequency, a noisy neighbour)
     spreads over all methods alike instead of favouring whichever ran at a good time.
@@ -97,7 +101,7 @@ def measure_many(
     results = [Result(m.name, A.nbytes) for m in methods]
     counts = [0] * len(methods)
 
-    def run(k: int, count: int) -> float | None:
+    def run(k: int, count: int, advance: int = 1) -> float | None:
         m, res = methods[k], results[k]
         if progress is not None:
             progress.update(f"{m.name} {format_size(A.nbytes)}", advance=0)
@@ -110,11 +114,20 @@ def measure_many(
             return None
         finally:
             if progress is not None:
-                progress.update(f"{m.name} {format_size(A.nbytes)}")
+                progress.update(f"{m.name} {format_size(A.nbytes)}", advance=advance)
+
+    def calibrate(k: int, count: int) -> float | None:
+        while True:
+            est = run(k, count, advance=0)
+            if est is None or est * count >= seconds / 5 or count >= max_count:
+                return est
+            count = min(max_count, count * 4)
 
     w = warmup_count(A.nbytes)
     for k in range(len(methods)):
         est = run(k, w)
+        if est is not None:
+            est = calibrate(k, w)
         if est is not None:
             counts[k] = max(min_count, min(max_count, math.ceil(seconds / max(est, 1e-9))))
     for _ in range(repeat):
