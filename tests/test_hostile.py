@@ -570,6 +570,14 @@ def test_many_frames_refused_without_holding_them(
     assert_boundary(tx, rx)
 
 
+def test_many_frames_refused_by_deserialize() -> None:
+    frames = _many_frames_message()
+    with pytest.raises(zarray.HeaderError, match=r"zarray\.limits\.max_frames"):
+        zarray.deserialize(frames)
+    # The two frames of a plain message are never over the limit.
+    assert zarray.deserialize(zarray.serialize(SENTINEL)).tobytes() == SENTINEL.tobytes()
+
+
 def test_many_frames_refused_by_out(pair: Pair) -> None:
     tx, rx = pair
     tx.send_multipart(_many_frames_message())

@@ -91,13 +91,11 @@ def deserialize(frames: Sequence[Any], copy: bool = False) -> np.ndarray[Any, An
     while the result lives: a bytearray cannot be resized, nor an mmap closed, under
     it (both raise ``BufferError`` until the array is gone).
     """
-    if len(frames) > limits.max_frames:
-        raise HeaderError(
-            f"message has more than {limits.max_frames} frames (zarray.limits.max_frames)"
-        )
-    if len(frames) == 2:
+    n = len(frames)
+    if n == 2:
         # The plain message, header and payload: straight to the compiled fast path,
-        # which returns None for what only the general path (array_from) handles.
+        # which returns None for what only the general path (array_from) handles. (No
+        # frame limit to check: every zarray message has at least two frames.)
         try:
             if not copy and unpack_array is not None:
                 A = unpack_array(frames[0], frames[1], decode_cache)
@@ -108,6 +106,10 @@ def deserialize(frames: Sequence[Any], copy: bool = False) -> np.ndarray[Any, An
             pass  # the JSON recipe, or a bad message: locate() below says which
         except Exception as exc:
             raise refused(exc)  # noqa: B904 (refused chains it)
+    if n > limits.max_frames:
+        raise HeaderError(
+            f"message has more than {limits.max_frames} frames (zarray.limits.max_frames)"
+        )
     parts = list(frames)
     try:
         start, kind = locate(parts)
