@@ -70,11 +70,22 @@ def _check_tools() -> str:
     clang = shutil.which("clang")
     if clang is None:
         sys.exit("clang not found (Debian: apt-get install -y clang libclang-rt-14-dev)")
-    for module in ("Cython", "setuptools", "numpy", "atheris"):
+    needed = {"Cython": "Cython>=3.1", "setuptools": "setuptools>=77", "numpy": "numpy"}
+    needed["atheris"] = "atheris"
+    for module, spec in needed.items():
         try:
             __import__(module)
         except ImportError:
-            sys.exit(f"{module} is needed in this Python: pip install {module}")
+            sys.exit(f"{module} is needed in this Python: pip install '{spec}'")
+    import setuptools
+
+    # pyproject.toml's license = "MIT" (PEP 639) needs setuptools 77; a venv made by
+    # ``python -m venv`` may carry an older one, which refuses the file outright.
+    if int(setuptools.__version__.split(".")[0]) < 77:
+        sys.exit(
+            f"setuptools {setuptools.__version__} cannot read pyproject.toml (PEP 639 "
+            "license): pip install 'setuptools>=77'"
+        )
     return clang
 
 

@@ -74,7 +74,7 @@ FULL_COMPARE = 1 << 22
 DTYPES = ["|u1", "<u2", ">i2", "<i4", ">f4", "<f8", ">c16", "|S3", "<U2", "|b1", "<M8[us]"]
 DTYPES += ["u1,<i4", "V5"]
 LAYOUTS = ["C", "F", "reversed", "broadcast", "field", "0d", "empty"]
-BOMBS = [LIMIT // 2, LIMIT, LIMIT + 1, 4 * LIMIT]
+BOMBS = [LIMIT // 2, LIMIT, LIMIT + 1, 2 * LIMIT]  # 2 x LIMIT: under -malloc_limit_mb=64
 CODECS = [("lz4", True), ("lz4", False), ("zstd", True), ("zstd", False)]
 EDGES = [0, 1, 2, 3, 4095, 4096, 4097, 1 << 16, (1 << 24) - 1, 1 << 24, (1 << 24) + 1]
 EDGES += [(1 << 31) - 1, 1 << 31, (1 << 31) + 1, (1 << 32) - 1]
@@ -88,7 +88,7 @@ def make_array(p: _fuzzlib.Provider) -> np.ndarray[Any, Any]:
     """An array chosen by the input: dtype, layout and a size up to ~600 KiB.
 
     One input in 16 instead makes a zero bomb: an all-zero array around the lowered
-    decompressed-size limit (half of it, just under, just over, four times), which
+    decompressed-size limit (half of it, exactly it, one byte over, twice it), which
     compresses to a few KiB; the receiver must accept those within the limit and
     refuse the others before allocating anything.
     """

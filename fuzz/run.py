@@ -1,6 +1,7 @@
 """Run zarray's fuzz harnesses for a bounded time and report how many inputs they tried.
 
-    python fuzz/run.py                      # CI: 30 s per harness (header, recv, send)
+    python fuzz/run.py                      # 30 s per harness (header, recv, send,
+                                            # compressed)
     python fuzz/run.py --seconds 3600       # a long run: one hour per harness
     python fuzz/run.py --codec both         # each harness on the compiled and the
                                             # pure-Python codec (ZARRAY_PUREPYTHON=1)
@@ -9,10 +10,11 @@
     python fuzz/run.py --seconds 600 --harness recv --workdir fuzz/work
 
 Each harness runs in its own process under atheris (libFuzzer), seeded with
-``fuzz/corpus/<harness>/``; new interesting inputs go to ``--workdir`` (a temporary
-directory unless given, so the committed seed corpus never changes by itself). A crash
-(any exception other than zarray's own errors, a mismatch between the codecs or with
-the oracle, an allocation past the guard's bound, a hang past ``-timeout``, RSS past
+``fuzz/corpus/<harness>/`` (``fuzz_compressed`` makes its messages itself and has
+none); new interesting inputs go to ``--workdir`` (a temporary directory unless given,
+so the committed seed corpus never changes by itself). A crash (any exception other
+than zarray's own errors, a mismatch between the codecs or with the oracle, an
+allocation past the guard's bound, a hang past ``-timeout``, RSS past
 ``--rss-limit-mb``, and in the instrumented build any ASan/UBSan report or a single
 malloc past ``-malloc_limit_mb``) stops that harness; its input is written to
 ``--artifacts`` and the exit status is 1. Turn each such input into a regression test:
@@ -41,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-HARNESSES = ("header", "recv", "send")
+HARNESSES = ("header", "recv", "send", "compressed")
 CODECS = ("cython", "python")
 #: In the instrumented build: the largest single malloc allowed, in MiB (the guard's C
 #: level twin; ASan's allocator reports every malloc of the process to libFuzzer).
@@ -93,8 +95,9 @@ def run_atheris(
         "-print_final_stats=1",
         f"-artifact_prefix={artifacts}/{tag}-",
         str(corpus),
-        str(HERE / "corpus" / harness),
     ]
+    if (HERE / "corpus" / harness).is_dir():  # fuzz_compressed needs no seeds
+        cmd.append(str(HERE / "corpus" / harness))
     if sanitized:
         cmd.insert(3, f"-malloc_limit_mb={MALLOC_LIMIT_MB}")
     t0 = time.monotonic()
@@ -178,11 +181,12 @@ def run_fallback(harness: str, seconds: int, artifacts: Path, seed: int) -> dict
             module.TestOneInput(data)
             runs += 1
         while time.monotonic() - t0 < seconds:
-            data = rng.choice(seeds)
-            if structured is not None and rng.random() < 0.5:
-                data = structured(data, 1 << 20, rng.randrange(2**32))
+            if not seeds:  # a harness that builds its own messages (fuzz_compressed)
+                data = rng.randbytes(rng.randrange(4, 64))
+            elif structured is not None and rng.random() < 0.5:
+                data = structured(rng.choice(seeds), 1 << 20, rng.randrange(2**32))
             else:
-                data = _mutate(rng, data, seeds)
+                data = _mutate(rng, rng.choice(seeds), seeds)
             try:
                 module.TestOneInput(data)
             except Exception:

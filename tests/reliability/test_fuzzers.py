@@ -79,7 +79,7 @@ def test_fuzz_harness_short_run(harness: str, codec: str, tmp_path: Path, figure
 
 @pytest.mark.slow
 @pytest.mark.parametrize("codec", ["cython", "python"])
-@pytest.mark.parametrize("harness", ["header", "recv", "send"])
+@pytest.mark.parametrize("harness", ["header", "recv", "send", "compressed"])
 def test_fuzz_harness_long_run(harness: str, codec: str, tmp_path: Path, figures: Figures) -> None:
     """A minute per harness and codec: no crash."""
     result = _fuzz(harness, codec, LONG_SECONDS, tmp_path)
@@ -90,7 +90,7 @@ def test_fuzz_harness_long_run(harness: str, codec: str, tmp_path: Path, figures
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("clang") is None, reason="clang is needed for the build")
-@pytest.mark.parametrize("harness", ["header", "recv", "send"])
+@pytest.mark.parametrize("harness", ["header", "recv", "send", "compressed"])
 def test_fuzz_harness_instrumented_run(harness: str, tmp_path: Path, figures: Figures) -> None:
     """The harnesses against the compiled extensions built with ASan, UBSan and
     libFuzzer's coverage (fuzz/build_sanitized.py, built here if missing): no report."""
