@@ -235,7 +235,7 @@ def report(
         out.append(
             f"soak {run['transport']}: {_fmt(run['cycles'])} zero-copy send/recv cycles, RSS "
             f"{run['rss_warm_MiB']} MiB after {_fmt(run['warmup'])} warm-up cycles, "
-            f"+{run['rss_growth_KiB']} KiB at the end, live objects +{run['objects_growth']}"
+            f"{run['rss_growth_KiB']:+} KiB at the end, live objects {run['objects_growth']:+}"
         )
     if "memory.declared_8GiB_vm_growth_MiB_without_maxmsgsize" in figs:
         out.append(

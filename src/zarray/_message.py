@@ -91,6 +91,9 @@ _FIXED = struct.Struct("<4sBBHII")
 MESSAGE_FIXED_SIZE = _FIXED.size  # 16
 
 # Plain ints, as in zarray._transport: pyzmq's enum flags are slow to combine.
+#: The tracker a send returns when libzmq holds none of the caller's memory (the
+#: payloads were copied): already done, so the caller may reuse its arrays at once.
+DONE = zmq.MessageTracker()
 _SNDMORE = int(zmq.SNDMORE)
 _NOT_NOBLOCK = ~int(zmq.NOBLOCK)
 
@@ -544,10 +547,17 @@ class Outgoing:
             lease.cancel()
         self.leases = []
 
-    def tracker(self, trackers: list[zmq.MessageTracker]) -> zmq.MessageTracker:
-        """One tracker for the payload frames' trackers and the leases' releases."""
-        if not self.leases and len(trackers) == 1:
-            return trackers[0]
+    def tracker(self, trackers: list[zmq.MessageTracker], track: bool) -> zmq.MessageTracker | None:
+        """What a send returns once the message is out: None unless ``track``, else one
+        tracker for the payload frames' trackers and the leases' releases (one that is
+        done already when libzmq holds none of the caller's memory)."""
+        if not track:
+            return None
+        if not self.leases:
+            if not trackers:
+                return DONE
+            if len(trackers) == 1:
+                return trackers[0]
         return zmq.MessageTracker(*trackers, *(lease.released for lease in self.leases))
 
 

@@ -19,6 +19,9 @@ from zarray._array import array_from, is_own_memory, prepare
 from zarray._codec import unpack
 from zarray._dtypes import decode_dtype, encode_dtype
 from zarray._message import (
+    DONE as _DONE,
+)
+from zarray._message import (
     MAGIC,
     MESSAGE_MAGIC,
     Outgoing,
@@ -43,8 +46,6 @@ if TYPE_CHECKING:
 
 __all__ = ["recv_array", "send_array"]
 
-# Returned when the payload was copied: the caller may reuse the array at once.
-_DONE = zmq.MessageTracker()
 # Plain ints: combining pyzmq's enum flags goes through the enum machinery, which
 # costs more than a whole header pack on the per-message path.
 _SNDMORE = int(zmq.SNDMORE)
@@ -267,11 +268,7 @@ def send_outgoing(
             if i == 0:
                 message.cancel()
             raise
-    if not track:
-        return None
-    if not trackers and not message.leases:
-        return _DONE
-    return message.tracker(trackers)
+    return message.tracker(trackers, track)
 
 
 def send_general(

@@ -87,7 +87,6 @@ if TYPE_CHECKING:
 __all__ = ["Context", "Socket"]
 
 NDArray = np.ndarray[Any, Any]
-_DONE = zmq.MessageTracker()
 _T = TypeVar("_T")
 
 
@@ -176,11 +175,7 @@ class Socket(StageSettings, zmq.asyncio.Socket):
             # or not at all, so no receiver can hold the shared-memory slots.
             message.cancel()
             raise
-        if not track:
-            return None
-        if not trackers and not message.leases:
-            return _DONE
-        return message.tracker(trackers)
+        return message.tracker(trackers, track)
 
     async def send_array(
         self,
