@@ -529,3 +529,29 @@ class Provider:
             return raw  # any uint64
         edges = (0, 1, -1, 2**63 - 1, -(2**63), 2**63, 2**64 - 1, 2**64, -(2**64), 2**65)
         return edges[raw % len(edges)] + (sel % 3) - 1
+
+
+class LazyHarness:
+    """The one harness object of a fuzz module, made by ``make`` at the first input.
+
+    atheris imports the module before it calls ``TestOneInput``, and the in-process
+    replays and ``fuzz/run.py``'s fallback loop call :meth:`close` when they are done,
+    so a module's sockets exist only while inputs run. A module exposes it as
+    ``TestOneInput = _lazy.run`` and ``close = _lazy.close``.
+    """
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self.harness: Any = None
+
+    def run(self, data: bytes) -> None:
+        """One fuzz input, given to the harness (made now if this is the first)."""
+        if self.harness is None:
+            self.harness = self._make()
+        self.harness.run(data)
+
+    def close(self) -> None:
+        """Close the harness's sockets, if it was made."""
+        if self.harness is not None:
+            self.harness.close()
+            self.harness = None

@@ -466,6 +466,23 @@ def descriptor_itemsize(descr: bytes, structured: bool) -> int | None:
 _FIXED = struct.Struct("<4sBBBBBBH4BQQQ")
 
 
+#: The integer fields of :class:`RawHeader` a mutator may set, in header order (byte 12,
+#: the filter id, is the first byte of ``reserved``).
+HEADER_FIELDS = (
+    "version",
+    "flags",
+    "codec",
+    "kind",
+    "ndim",
+    "dkind",
+    "dlen",
+    "reserved",
+    "itemsize",
+    "offset",
+    "nbytes",
+)
+
+
 @dataclass
 class RawHeader:
     """Every field of an array header, any value (packed modulo its width)."""

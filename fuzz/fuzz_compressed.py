@@ -318,21 +318,11 @@ class Harness:
             raise Mismatch(f"an unmutated message of {A.dtype} {A.shape} came back different")
 
 
-_harness: Harness | None = None
-
-
-def TestOneInput(data: bytes) -> None:
-    global _harness
-    if _harness is None:
-        _harness = Harness()
-    _harness.run(data)
-
-
-def close() -> None:
-    global _harness
-    if _harness is not None:
-        _harness.close()
-        _harness = None
+_lazy = _fuzzlib.LazyHarness(Harness)
+#: One fuzz input (see the module docstring).
+TestOneInput = _lazy.run
+#: Close the sockets of the module-level harness (for in-process replays).
+close = _lazy.close
 
 
 def random_loop(seconds: float, seed: int) -> int:

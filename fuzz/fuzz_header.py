@@ -181,22 +181,7 @@ def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
     if h is None or choice < 0.15:
         h = _generators.gen_array_header(src)[0]
     elif choice < 0.5:
-        name = rng.choice(
-            (
-                "version",
-                "flags",
-                "codec",
-                "kind",
-                "ndim",
-                "dkind",
-                "dlen",
-                "reserved",
-                "itemsize",
-                "offset",
-                "nbytes",
-                "dims",
-            )
-        )
+        name = rng.choice((*_generators.HEADER_FIELDS, "dims"))
         if name == "dims":
             h.shape, h.strides, h.offset, h.nbytes = (
                 list(x) if isinstance(x, list) else x

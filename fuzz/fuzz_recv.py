@@ -324,24 +324,7 @@ def _mutate_header_field(frames: list[bytes], rng: random.Random, src: Any) -> N
     h = _generators.RawHeader.parse(frames[i])
     if h is None:
         return
-    name = rng.choice(
-        (
-            "version",
-            "flags",
-            "codec",
-            "kind",
-            "ndim",
-            "dkind",
-            "dlen",
-            "reserved",
-            "itemsize",
-            "offset",
-            "nbytes",
-            "shape",
-            "strides",
-            "descr",
-        )
-    )
+    name = rng.choice((*_generators.HEADER_FIELDS, "shape", "strides", "descr"))
     if name in ("shape", "strides"):
         dims = getattr(h, name)
         if dims:
@@ -395,23 +378,11 @@ def _flip(data: bytes, max_size: int) -> bytes:
 _byte_mutate: Any = _flip
 
 
-_harness: Harness | None = None
-
-
-def TestOneInput(data: bytes) -> None:
-    """One fuzz input (see the module docstring)."""
-    global _harness
-    if _harness is None:
-        _harness = Harness()
-    _harness.run(data)
-
-
-def close() -> None:
-    """Close the sockets of the module-level harness (for in-process replays)."""
-    global _harness
-    if _harness is not None:
-        _harness.close()
-        _harness = None
+_lazy = _fuzzlib.LazyHarness(Harness)
+#: One fuzz input (see the module docstring).
+TestOneInput = _lazy.run
+#: Close the sockets of the module-level harness (for in-process replays).
+close = _lazy.close
 
 
 def main() -> None:

@@ -284,21 +284,11 @@ def _brief(x: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-_harness: Harness | None = None
-
-
-def TestOneInput(data: bytes) -> None:
-    global _harness
-    if _harness is None:
-        _harness = Harness()
-    _harness.run(data)
-
-
-def close() -> None:
-    global _harness
-    if _harness is not None:
-        _harness.close()
-        _harness = None
+_lazy = _fuzzlib.LazyHarness(Harness)
+#: One fuzz input (see the module docstring).
+TestOneInput = _lazy.run
+#: Close the sockets of the module-level harness (for in-process replays).
+close = _lazy.close
 
 
 def main() -> None:

@@ -19,9 +19,7 @@ from zarray._array import array_from, is_own_memory, prepare
 from zarray._codec import unpack
 from zarray._dtypes import decode_dtype, encode_dtype
 from zarray._message import (
-    DONE as _DONE,
-)
-from zarray._message import (
+    DONE,
     MAGIC,
     MESSAGE_MAGIC,
     Outgoing,
@@ -115,12 +113,12 @@ def send_array(
         sends the rest as it would without compression. Needs ``pip install
         "zarray[compress]"``. Only with ``format="zarray"``; ignored when ``shm`` is
         given. See docs/FORMAT.md for the bytes.
-
     meta : dict, optional
         Only with ``format="json"``: more keys for the recipe's JSON frame, e.g.
         ``{"msg": "cam1"}``, the text imagezmq's ``ImageHub`` expects (standard JSON, str
         keys, not ``dtype`` or ``shape``). A receiver gets them from
         :func:`recv_arrays`. In zarray's format, :func:`send_arrays` carries meta.
+
     Returns
     -------
     zmq.MessageTracker or None
@@ -190,12 +188,12 @@ def send_array(
         # Below the threshold a copy is cheaper than tracking (bench/RESULTS.md);
         # deciding here spares pyzmq's own check, which costs a memoryview per call.
         socket.send(payload, flags & ~_NOBLOCK, copy=True)
-        return _DONE if track else None
+        return DONE if track else None
     tracker: zmq.MessageTracker | None = socket.send(
         payload, flags & ~_NOBLOCK, copy=False, track=track
     )
     if track and payload is not A and not is_own_memory(payload, A):
-        return _DONE  # a compacted view: libzmq holds zarray's private copy, not A
+        return DONE  # a compacted view: libzmq holds zarray's private copy, not A
     return tracker
 
 

@@ -68,8 +68,8 @@ def test_fuzz_compressed_replay() -> None:
     try:
         for _ in range(300):
             harness.TestOneInput(rng.randbytes(rng.randrange(4, 64)))
-        assert harness._harness is not None
-        assert harness._harness.inputs == 300
+        assert harness._lazy.harness is not None
+        assert harness._lazy.harness.inputs == 300
     finally:
         harness.close()
         zarray.limits.max_decompressed_bytes = limit  # the harness lowers it
